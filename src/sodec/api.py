@@ -1,0 +1,193 @@
+"""The public API: what the CLI, the demo and users call.
+
+    model = load_model("nano", rate=0)
+    data = compress_image(model, "photo.png")          # bytes of a .sodec file
+    image, header = decompress_bytes(data, model)      # a Pillow image
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from sodec import container
+from sodec.container import ColorMode, Header, SodecFile, bits_per_pixel
+from sodec.errors import ModelError, OutputExistsError
+from sodec.imageio import atomic_write, from_rgb_array, load_image, to_rgb_array
+from sodec.models import SodecModel
+from sodec.models.compression import LatentStreams
+from sodec.models.config import CONFIG_NAME
+
+DEFAULT_MODEL = "nano"
+
+
+def bundled_models() -> dict[str, Path]:
+    """Model families shipped inside the package: name → folder holding ``rate-N`` model folders."""
+    root = Path(str(resources.files("sodec") / "weights"))
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+
+
+def example_image() -> Path:
+    """The photo shipped with the package (768x512, CC0, "seeding" by Clemens Engelhardt)."""
+    return Path(str(resources.files("sodec") / "assets" / "dandelions.png"))
+
+
+def resolve_model_folder(model: str | os.PathLike, rate: int | None = None) -> Path:
+    """Find the folder of one model (one rate point).
+
+    ``model`` is a bundled family name (``nano``), a model folder (``config.json`` + ``model.safetensors``),
+    or a family folder holding ``rate-0``, ``rate-1``, ... model folders, from which ``rate`` picks one
+    (default 0).
+    """
+    path = Path(model)
+    if path.is_dir():
+        family = path
+    elif str(model) in bundled_models():
+        family = bundled_models()[str(model)]
+    else:
+        names = ", ".join(bundled_models()) or "none"
+        raise ModelError(f"model {str(model)!r} is neither a model folder nor a bundled model (bundled: {names})")
+    if (family / CONFIG_NAME).is_file():
+        return family
+    rates = sorted(int(p.name[5:]) for p in family.glob("rate-*") if p.name[5:].isdigit())
+    if not rates:
+        raise ModelError(f"{family} holds no model ({CONFIG_NAME} or rate-N/{CONFIG_NAME})")
+    rate = rates[0] if rate is None else rate
+    if rate not in rates:
+        raise ModelError(f"model {str(model)!r} has no rate point {rate} (available: {', '.join(map(str, rates))})")
+    return family / f"rate-{rate}"
+
+
+@lru_cache(maxsize=8)
+def _load_cached(folder: str, device: str) -> SodecModel:
+    return SodecModel.from_pretrained(folder, device=device)
+
+
+def load_model(model: str | os.PathLike = DEFAULT_MODEL, rate: int | None = None, device: str = "cpu") -> SodecModel:
+    """Load one rate point of a model (cached: loading the same folder twice returns the same object)."""
+    return _load_cached(str(resolve_model_folder(model, rate).resolve()), device)
+
+
+def model_id(model: SodecModel) -> bytes:
+    """The 4-byte model hash written into files (recomputed each time: a few ms for nano)."""
+    return bytes.fromhex(model.content_hash()[: 2 * container.MODEL_HASH_BYTES])
+
+
+def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float().div(255)
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return x[0].mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def compress_image(model: SodecModel, image: str | os.PathLike | Image.Image | np.ndarray) -> bytes:
+    """Compress an image file, Pillow image or ``(H, W, 3)`` uint8 array to the bytes of a `.sodec` file."""
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError("arrays must be (H, W, 3) uint8 RGB")
+        rgb, mode = image, ColorMode.RGB
+    elif isinstance(image, Image.Image):
+        rgb, mode = to_rgb_array(image)
+    else:
+        rgb, mode = load_image(image)
+    height, width = rgb.shape[:2]
+    container.check_size(width, height)
+    device = next(model.parameters()).device
+    streams = model.compress(_to_tensor(rgb, device))
+    cfg = model.config
+    header = Header(cfg.name, model_id(model), cfg.rate_point, width, height, mode, streams.latent_check)
+    return container.pack(SodecFile(header, streams.z_stream, streams.y_stream))
+
+
+def check_model_matches(model: SodecModel, header: Header) -> None:
+    """Raise :class:`ModelError` unless ``model`` is exactly the one the file was made with."""
+    cfg = model.config
+    if header.model_hash != model_id(model) or header.rate_point != cfg.rate_point:
+        raise ModelError(
+            f"model mismatch: the file needs model {header.model_name!r} rate {header.rate_point} "
+            f"(hash {header.model_hash.hex()}), the given model is {cfg.name!r} rate {cfg.rate_point} "
+            f"(hash {model_id(model).hex()})"
+        )
+
+
+def model_for(header: Header, model: str | os.PathLike | SodecModel | None = None, device: str = "cpu") -> SodecModel:
+    """The model that decodes a file: ``model`` if given, else the bundled model named in its header."""
+    if model is None:
+        if header.model_name not in bundled_models():
+            raise ModelError(
+                f"the file was made with model {header.model_name!r} (rate {header.rate_point}, "
+                f"hash {header.model_hash.hex()}), which is not bundled: pass its folder with --model"
+            )
+        model = header.model_name
+    if not isinstance(model, SodecModel):
+        model = load_model(model, header.rate_point, device)
+    check_model_matches(model, header)
+    return model
+
+
+def decompress_bytes(
+    data: bytes, model: str | os.PathLike | SodecModel | None = None, device: str = "cpu"
+) -> tuple[Image.Image, Header]:
+    """Decode the bytes of a `.sodec` file to a Pillow image (RGB or L, per the header)."""
+    file = container.unpack(data)
+    header = file.header
+    net = model_for(header, model, device)
+    streams = LatentStreams(file.z_stream, file.y_stream, header.latent_check)
+    x_hat = net.decompress(streams, header.height, header.width)
+    return from_rgb_array(_to_uint8(x_hat), header.color_mode), header
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one compress/decompress of a file did."""
+
+    source: Path
+    output: Path
+    n_bytes: int  # size of the .sodec file
+    width: int
+    height: int
+
+    @property
+    def bpp(self) -> float:
+        return bits_per_pixel(self.n_bytes, self.width, self.height)
+
+
+def _check_output(path: Path, force: bool) -> None:
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists (use --force to overwrite)")
+
+
+def compress_file(
+    source: str | os.PathLike, output: str | os.PathLike, model: SodecModel, force: bool = False
+) -> FileResult:
+    """Compress an image file to a `.sodec` file, written atomically."""
+    source, output = Path(source), Path(output)
+    _check_output(output, force)
+    data = compress_image(model, source)
+    atomic_write(output, data=data)
+    header = container.unpack(data).header
+    return FileResult(source, output, output.stat().st_size, header.width, header.height)
+
+
+def decompress_file(
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    model: str | os.PathLike | SodecModel | None = None,
+    force: bool = False,
+    device: str = "cpu",
+) -> FileResult:
+    """Decode a `.sodec` file to a PNG, written atomically."""
+    source, output = Path(source), Path(output)
+    _check_output(output, force)
+    data = source.read_bytes()
+    image, header = decompress_bytes(data, model, device)
+    atomic_write(output, image=image)
+    return FileResult(source, output, len(data), header.width, header.height)

@@ -1,0 +1,112 @@
+"""Reading and writing images, with one explicit policy per colour mode (see docs/format.md).
+
+| input (Pillow mode)            | coded as | decoded to | note                                   |
+|--------------------------------|----------|------------|----------------------------------------|
+| RGB                            | RGB      | RGB        |                                        |
+| L (8-bit gray), 1 (bilevel)    | RGB      | L          | gray replicated into R=G=B             |
+| I;16*, I (16/32-bit gray)      | RGB      | L          | reduced to 8 bits (warning)            |
+| LA, La                         | RGB      | L          | alpha dropped (warning)                |
+| RGBA, RGBa                     | RGB      | RGB        | alpha dropped (warning)                |
+| P (palette)                    | RGB      | RGB        | expanded; palette transparency dropped |
+| CMYK, YCbCr, LAB, HSV          | RGB      | RGB        | converted by Pillow                    |
+| F (float)                      | refused  |            | no defined display range               |
+
+EXIF orientation is applied before coding (the decoded PNG is upright and carries no EXIF).  Only the
+first frame of an animated image is coded (warning).  ICC profiles and other metadata are not kept.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from sodec.container import MAX_PIXELS, ColorMode, check_size
+from sodec.errors import ImageInputError
+
+# Pillow's own decompression-bomb guard, set deliberately to the .sodec format's pixel limit (its default,
+# 89 M pixels with only a warning, is neither): load_image turns the warning above it into an error.
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm")
+
+_GRAY_MODES = {"L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I", "LA", "La"}
+
+
+def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ColorMode]:
+    """Read an image file and apply the colour-mode policy.
+
+    Returns an ``(H, W, 3)`` uint8 RGB array and the mode the decoder should restore.
+
+    Raises:
+        ImageInputError: not an image Pillow can read, an empty file, an unsupported mode, or too many pixels.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                check_size(*im.size)
+                if getattr(im, "n_frames", 1) > 1:
+                    warnings.warn(f"{path.name}: animated image, only the first frame is coded", stacklevel=2)
+                im.load()
+                im = ImageOps.exif_transpose(im)
+    except ImageInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageInputError(f"{path}: refused, {e}") from None
+    except FileNotFoundError:
+        raise ImageInputError(f"{path}: no such file") from None
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow signals unreadable data with these
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageInputError(f"{path}: empty file, not an image") from None
+        raise ImageInputError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
+    return to_rgb_array(im, path.name)
+
+
+def to_rgb_array(im: Image.Image, label: str = "image") -> tuple[np.ndarray, ColorMode]:
+    """Apply the colour policy to a Pillow image: ``(H, W, 3)`` uint8 and the mode to restore."""
+    mode = im.mode
+    if mode == "F":
+        raise ImageInputError(f"{label}: 32-bit float images (mode F) are not supported")
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in im.info):
+        warnings.warn(f"{label}: alpha channel dropped (sodec codes colour only)", stacklevel=2)
+    if mode in _GRAY_MODES:
+        if mode.startswith("I"):
+            warnings.warn(f"{label}: {mode} image reduced to 8-bit gray", stacklevel=2)
+            arr = np.asarray(im, dtype=np.int64)
+            # 16-bit data in I;16 or I: keep the top 8 of 16 bits.
+            gray = np.clip(arr >> 8, 0, 255).astype(np.uint8)
+        else:
+            gray = np.asarray(im.convert("L"), dtype=np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2), ColorMode.GRAY
+    return np.asarray(im.convert("RGB"), dtype=np.uint8), ColorMode.RGB
+
+
+def from_rgb_array(rgb: np.ndarray, mode: ColorMode) -> Image.Image:
+    """The Pillow image to write for a decoded ``(H, W, 3)`` uint8 array."""
+    im = Image.fromarray(rgb, "RGB")
+    return im.convert("L") if mode == ColorMode.GRAY else im
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | None = None, image: Image.Image | None = None) -> None:
+    """Write bytes or a PNG to ``path`` through a temporary file in the same folder and a rename.
+
+    A crash or error leaves either the old file or nothing, never a partial output.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if data is not None:
+                f.write(data)
+            else:
+                image.save(f, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

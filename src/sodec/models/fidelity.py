@@ -1,0 +1,33 @@
+"""Da, the fidelity decoder: ŷ → x̂_f (HiFiC generator shape).  Later also the fidelity branch of SODEC."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from sodec.models.layers import ChannelNorm2d, ResidualBlock, conv_norm_relu
+
+
+class FidelityDecoder(nn.Module):
+    """3x3 conv C→c0, residual blocks at 1/16, four stride-2 transposed convs, 7x7 conv to RGB.
+
+    ``(B,C,h,w)`` → ``(B,3,16h,16w)``, RGB in about [0, 1] (not clamped, so training gets gradients).
+    """
+
+    def __init__(self, latent_channels: int, channels: tuple[int, ...], res_blocks: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(conv_norm_relu(latent_channels, channels[0], 3))
+        self.res_blocks = nn.Sequential(*[ResidualBlock(channels[0]) for _ in range(res_blocks)])
+        ups = []
+        for a, b in zip(channels[:-1], channels[1:]):
+            ups += [
+                nn.ConvTranspose2d(a, b, 3, stride=2, padding=1, output_padding=1),
+                ChannelNorm2d(b),
+                nn.ReLU(inplace=True),
+            ]
+        self.up = nn.Sequential(*ups)
+        self.tail = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels[-1], 3, 7))
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        x = self.head(y_hat)
+        x = x + self.res_blocks(x)  # HiFiC's global skip around the residual stack
+        return (self.tail(self.up(x)) + 1) / 2

@@ -1,0 +1,52 @@
+"""Building blocks shared by the SODEC modules (HiFiC-style)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class ChannelNorm2d(nn.Module):
+    """HiFiC's ChannelNorm: normalise each pixel over its channels, then a per-channel affine.
+
+    Unlike BatchNorm it has no running statistics and unlike InstanceNorm no spatial reduction, so a
+    pixel's output never depends on the rest of the image (tiling-safe, batch-size independent).
+    Shape: ``(B, C, H, W)`` → same.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, unbiased=False)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+
+
+def conv_norm_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> nn.Sequential:
+    """Reflection-padded conv → ChannelNorm → ReLU; ``stride`` 2 halves the resolution."""
+    return nn.Sequential(
+        nn.ReflectionPad2d(kernel // 2) if kernel > 1 else nn.Identity(),
+        nn.Conv2d(in_ch, out_ch, kernel, stride=stride),
+        ChannelNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ResidualBlock(nn.Module):
+    """HiFiC generator block: x + CN(conv(ReLU(CN(conv(x))))).  Shape preserved."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            conv_norm_relu(channels, channels, 3),
+            nn.ReflectionPad2d(1),
+            nn.Conv2d(channels, channels, 3),
+            ChannelNorm2d(channels),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)

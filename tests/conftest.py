@@ -1,0 +1,60 @@
+"""Shared fixtures: tiny random-weight models saved as real model folders, small test photos, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sodec.api import example_image
+from sodec.models import SodecModel, preset_config
+
+
+def make_tiny_model(seed: int = 0, name: str = "tiny") -> SodecModel:
+    torch.manual_seed(seed)
+    model = SodecModel(preset_config("tiny", name=name)).eval()
+    model.update()
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A family folder ``tiny/rate-0`` holding a tiny random-weight model."""
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    make_tiny_model().save_pretrained(folder / "rate-0")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir) -> SodecModel:
+    return SodecModel.from_pretrained(tiny_model_dir / "rate-0")
+
+
+@pytest.fixture(scope="session")
+def photo_rgb() -> np.ndarray:
+    """A 96x128 crop of the bundled photo, (H, W, 3) uint8."""
+    with Image.open(example_image()) as im:
+        return np.asarray(im.convert("RGB").crop((300, 100, 428, 196))).copy()
+
+
+@pytest.fixture
+def photo_png(tmp_path, photo_rgb) -> Path:
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo_rgb).save(path)
+    return path
+
+
+def run_cli(*args: str, threads: int | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m sodec.cli ARGS`` in a fresh process."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.run(
+        [sys.executable, "-m", "sodec.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )

@@ -62,9 +62,16 @@ def main() -> None:
     rng = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     photos = load_photos(args.photos, 1024)
-    config = preset_config("nano", rate_point=args.rate_point, lmbda=args.lmbda,
-                           extra={"trained_by": "scripts/train_interim.py", "steps": args.steps,
-                                  "data": [p.name for p in sorted(args.photos.iterdir())]})
+    config = preset_config(
+        "nano",
+        rate_point=args.rate_point,
+        lmbda=args.lmbda,
+        extra={
+            "trained_by": "scripts/train_interim.py",
+            "steps": args.steps,
+            "data": [p.name for p in sorted(args.photos.iterdir())],
+        },
+    )
     model = SodecModel(config)
     aux_params = [p for n, p in model.named_parameters() if n.endswith("quantiles")]
     main_params = [p for n, p in model.named_parameters() if not n.endswith("quantiles")]

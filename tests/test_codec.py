@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 from PIL import Image
 
-from conftest import make_tiny_model
 from sodec import api, container
 from sodec.errors import FormatError, ModelError
 from sodec.models import SodecModel
@@ -129,3 +129,12 @@ def test_stream_sizes_match_the_rate_estimate(tiny_model, photo_rgb):
     f = container.unpack(api.compress_image(tiny_model, photo_rgb))
     assert len(f.z_stream) == pytest.approx(estimate["z"], rel=0.06, abs=16)
     assert len(f.y_stream) == pytest.approx(estimate["y"], rel=0.06, abs=16)
+
+
+def test_cdf_indexes_match_compressai(tiny_model):
+    from sodec.models.compression import cdf_indexes
+
+    gc = tiny_model.compression.gaussian_conditional
+    scales = torch.cat([torch.linspace(-1, 300, 5000), gc.scale_table, gc.scale_table.nextafter(torch.tensor(0.0))])
+    scales = scales.view(1, 1, 1, -1)
+    assert torch.equal(cdf_indexes(gc.scale_table, scales), gc.build_indexes(scales))

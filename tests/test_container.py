@@ -13,8 +13,15 @@ from sodec.errors import FormatError, LimitError
 
 
 def _file(**kw) -> SodecFile:
-    fields = dict(model_name="nano", model_hash=bytes.fromhex("0a1b2c3d"), rate_point=2, width=768, height=512,
-                  color_mode=ColorMode.GRAY, latent_check=0xBEEF)
+    fields = dict(
+        model_name="nano",
+        model_hash=bytes.fromhex("0a1b2c3d"),
+        rate_point=2,
+        width=768,
+        height=512,
+        color_mode=ColorMode.GRAY,
+        latent_check=0xBEEF,
+    )
     fields.update(kw)
     return SodecFile(Header(**fields), b"zz-stream", b"y-stream-bytes")
 
@@ -22,9 +29,17 @@ def _file(**kw) -> SodecFile:
 def test_layout_is_byte_exact():
     data = container.pack(_file())
     body = (
-        b"SDC" + bytes([1, 1, 2]) + bytes.fromhex("0a1b2c3d") + bytes([4]) + b"nano"
-        + bytes([0x80, 0x06]) + bytes([0x80, 0x04])  # 768, 512 as LEB128
-        + bytes([9]) + struct.pack("<H", 0xBEEF) + b"zz-stream" + b"y-stream-bytes"
+        b"SDC"
+        + bytes([1, 1, 2])
+        + bytes.fromhex("0a1b2c3d")
+        + bytes([4])
+        + b"nano"
+        + bytes([0x80, 0x06])
+        + bytes([0x80, 0x04])  # 768, 512 as LEB128
+        + bytes([9])
+        + struct.pack("<H", 0xBEEF)
+        + b"zz-stream"
+        + b"y-stream-bytes"
     )
     assert data == body + struct.pack("<I", zlib.crc32(body))
     # Overhead with a 4-letter model name and a 768x512 image: 26 bytes.
@@ -83,29 +98,60 @@ def test_unknown_version_names_it():
 
 def test_huge_declared_size_is_refused_before_allocation():
     # A well-formed header (valid CRC) claiming a 1,000,000 x 1,000,000 image.
-    body = (b"SDC" + bytes([1, 0, 0]) + b"\0\0\0\0" + bytes([4]) + b"nano"
-            + container._put_varint(1_000_000) + container._put_varint(1_000_000) + bytes([0]) + b"\0\0")
+    body = (
+        b"SDC"
+        + bytes([1, 0, 0])
+        + b"\0\0\0\0"
+        + bytes([4])
+        + b"nano"
+        + container._put_varint(1_000_000)
+        + container._put_varint(1_000_000)
+        + bytes([0])
+        + b"\0\0"
+    )
     with pytest.raises(LimitError, match="1000000x1000000"):
         container.unpack(_with_valid_crc(body))
-    body = (b"SDC" + bytes([1, 0, 0]) + b"\0\0\0\0" + bytes([4]) + b"nano"
-            + container._put_varint(60000) + container._put_varint(60000) + bytes([0]) + b"\0\0")
+    body = (
+        b"SDC"
+        + bytes([1, 0, 0])
+        + b"\0\0\0\0"
+        + bytes([4])
+        + b"nano"
+        + container._put_varint(60000)
+        + container._put_varint(60000)
+        + bytes([0])
+        + b"\0\0"
+    )
     with pytest.raises(LimitError, match="pixels"):
         container.unpack(_with_valid_crc(body))
 
 
 def test_stream_length_beyond_file_is_refused():
-    body = (b"SDC" + bytes([1, 0, 0]) + b"\0\0\0\0" + bytes([4]) + b"nano"
-            + container._put_varint(8) + container._put_varint(8) + container._put_varint(1000) + b"\0\0" + b"abc")
+    body = (
+        b"SDC"
+        + bytes([1, 0, 0])
+        + b"\0\0\0\0"
+        + bytes([4])
+        + b"nano"
+        + container._put_varint(8)
+        + container._put_varint(8)
+        + container._put_varint(1000)
+        + b"\0\0"
+        + b"abc"
+    )
     with pytest.raises(FormatError, match="stream lengths"):
         container.unpack(_with_valid_crc(body))
 
 
-@pytest.mark.parametrize("patch", [
-    lambda b: b[:4] + bytes([0x80]) + b[5:],  # reserved flag bit
-    lambda b: b[:4] + bytes([0x03]) + b[5:],  # colour mode 3 does not exist
-    lambda b: b[:10] + bytes([0]) + b[11:],  # empty model name
-    lambda b: b[:11] + b"NANO" + b[15:],  # upper case is not a valid model name
-])
+@pytest.mark.parametrize(
+    "patch",
+    [
+        lambda b: b[:4] + bytes([0x80]) + b[5:],  # reserved flag bit
+        lambda b: b[:4] + bytes([0x03]) + b[5:],  # colour mode 3 does not exist
+        lambda b: b[:10] + bytes([0]) + b[11:],  # empty model name
+        lambda b: b[:11] + b"NANO" + b[15:],  # upper case is not a valid model name
+    ],
+)
 def test_corrupted_fields_with_valid_crc(patch):
     data = container.pack(_file())
     with pytest.raises(FormatError):

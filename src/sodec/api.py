@@ -1,8 +1,8 @@
 """The public API: what the CLI, the demo and users call.
 
-    model = load_model("nano", rate=0)
-    data = compress_image(model, "photo.png")          # bytes of a .sodec file
-    image, header = decompress_bytes(data, model)      # a Pillow image
+model = load_model("nano", rate=0)
+data = compress_image(model, "photo.png")          # bytes of a .sodec file
+image, header = decompress_bytes(data, model)      # a Pillow image
 """
 
 from __future__ import annotations

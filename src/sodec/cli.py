@@ -134,6 +134,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from sodec import bench
+
+    print(bench.run(args.model, args.rate, args.image, args.runs, args.warmup, args.threads))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sodec", description="SODEC learned image codec for ultra-low bitrates.")
     parser.add_argument("--version", action="version", version=f"sodec {__version__}")
@@ -171,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(p, "nano")
     p.add_argument("--rate", type=int, default=None)
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("bench", help="encode/decode latency per stage and peak memory")
+    p.add_argument("--model", default="nano", help="bundled model name or model folder")
+    p.add_argument("--rate", type=int, default=None)
+    p.add_argument("--image", type=Path, default=None, help="image to code (default: the bundled 768x512 photo)")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

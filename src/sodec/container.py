@@ -166,7 +166,9 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> SodecFile:
     _, version, flags, rate, model_hash, name_len = _FIXED_PREFIX.unpack_from(data)
     if version != FORMAT_VERSION:
         hint = "made by a newer sodec; upgrade sodec" if version > FORMAT_VERSION else "unknown version"
-        raise FormatError(f"unsupported .sodec format version {version} ({hint}); this sodec reads version {FORMAT_VERSION}")
+        raise FormatError(
+            f"unsupported .sodec format version {version} ({hint}); this sodec reads version {FORMAT_VERSION}"
+        )
     end = len(data) - _CRC.size
     if end < _FIXED_PREFIX.size:
         raise FormatError("truncated .sodec file")

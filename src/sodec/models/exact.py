@@ -85,13 +85,9 @@ class ExactEntropyParameters(nn.Module):
             # Output channels live on dim 1 of a transposed-conv weight and dim 0 of a conv weight.
             w_oc = w.transpose(0, 1) if transposed else w
             max_abs = w_oc.abs().flatten(1).amax(1).clamp_min(1e-30)
-            shift = torch.clamp(
-                (WEIGHT_BITS - 1) - torch.ceil(torch.log2(max_abs)), 0, _MAX_SHIFT
-            ).to(torch.int32)
+            shift = torch.clamp((WEIGHT_BITS - 1) - torch.ceil(torch.log2(max_abs)), 0, _MAX_SHIFT).to(torch.int32)
             scale = torch.pow(2.0, shift.double())
-            w_int_oc = _round_half_up(w_oc * scale.view(-1, 1, 1, 1)).clamp(
-                -(2**WEIGHT_BITS - 1), 2**WEIGHT_BITS - 1
-            )
+            w_int_oc = _round_half_up(w_oc * scale.view(-1, 1, 1, 1)).clamp(-(2**WEIGHT_BITS - 1), 2**WEIGHT_BITS - 1)
             w_int = w_int_oc.transpose(0, 1) if transposed else w_int_oc
             b_int = _round_half_up(layer.bias.detach().double().cpu() * scale * 2.0**ACT_FRAC)
             in_max = act_max if i > 0 else ACT_LIMIT << ACT_FRAC
@@ -129,4 +125,3 @@ class ExactEntropyParameters(nn.Module):
         out = (x * 2.0**-ACT_FRAC).to(torch.float32)  # |x| <= 2**23 after clamping: exact in float32
         scales, means = out.chunk(2, dim=1)
         return scales, means
-

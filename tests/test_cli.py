@@ -277,3 +277,14 @@ def test_nano_decoding_is_identical_across_processes_and_threads(tmp_path):
         assert r.returncode == 0, r.stderr
     assert _digest(tmp_path / "1.png") == _digest(tmp_path / "2.png")
     shutil.rmtree(tmp_path)
+
+
+def test_output_into_an_existing_folder_and_unwritable_output(tmp_path, photo_png, tiny_model_dir, capsys):
+    (tmp_path / "out").mkdir()
+    assert main(["compress", str(photo_png), "-o", str(tmp_path / "out"), "--model", str(tiny_model_dir), "-q"]) == 0
+    assert (tmp_path / "out" / "photo.sodec").is_file()
+    _expect_error(
+        capsys,
+        ["compress", str(photo_png), "-o", str(tmp_path / "missing" / "o.sodec"), "--model", str(tiny_model_dir)],
+        "No such file",
+    )

@@ -23,6 +23,12 @@ def _warn_one_line(message, category, filename, lineno, file=None, line=None) ->
     print(f"sodec: warning: {message}", file=sys.stderr)
 
 
+def _describe(e: Exception) -> str:
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    return str(e)
+
+
 def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffix: str) -> list[tuple[Path, Path]]:
     """(input, output) paths: a file gives one pair, a folder gives one per matching file in it."""
     if source.is_dir():
@@ -34,6 +40,8 @@ def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffi
         return [(p, out_dir / (p.stem + new_suffix)) for p in files]
     if not source.exists():
         raise SodecError(f"{source}: no such file")
+    if output is not None and output.is_dir():
+        output = output / (source.stem + new_suffix)
     return [(source, output or source.with_suffix(new_suffix))]
 
 
@@ -50,9 +58,9 @@ def _run_batch(pairs: list[tuple[Path, Path]], job: Callable[[Path, Path], str],
             line = job(src, dst)
             if not quiet:
                 (progress.write if progress else print)(line)
-        except SodecError as e:
+        except (SodecError, OSError) as e:
             failures += 1
-            msg = f"sodec: error: {e}"
+            msg = f"sodec: error: {_describe(e)}"
             progress.write(msg, file=sys.stderr) if progress else print(msg, file=sys.stderr)
         if progress:
             progress.update()
@@ -93,10 +101,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     from sodec import container
 
-    try:
-        data = args.input.read_bytes()
-    except OSError as e:
-        raise SodecError(f"{args.input}: {e.strerror}") from None
+    data = args.input.read_bytes()
     h = container.unpack(data).header
     info = {
         "file": str(args.input),
@@ -198,9 +203,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(max(1, args.threads))
     try:
         return args.func(args)
-    except SodecError as e:
-        print(f"sodec: error: {e}", file=sys.stderr)
-        return e.exit_code
+    except (SodecError, OSError) as e:  # OSError: unreadable input, unwritable output, disk full, ...
+        print(f"sodec: error: {_describe(e)}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("sodec: interrupted", file=sys.stderr)
         return 130

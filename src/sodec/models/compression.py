@@ -23,7 +23,7 @@ SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
 
 
 def scale_table() -> list[float]:
-    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS)).tolist()
+    return torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX), SCALE_LEVELS, device="cpu")).tolist()
 
 
 class Analysis(nn.Module):

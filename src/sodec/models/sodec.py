@@ -101,9 +101,9 @@ class SodecModel(nn.Module):
         try:
             config = SodecConfig.from_dict(json.loads(config_path.read_text()))
             state = load_file(str(weights_path))
-        except (ValueError, TypeError, OSError) as e:
+            model = cls(config)
+        except (ValueError, TypeError, OSError, RuntimeError) as e:  # bad JSON, bad widths, bad safetensors
             raise ModelError(f"cannot load model from {folder}: {e}") from None
-        model = cls(config)
         model.load_coder_state(state)
         return model.to(device).eval()
 

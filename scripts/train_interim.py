@@ -5,7 +5,8 @@ three-stage recipe (`sodec train`, the training issue) lands; it is replaced by 
 
     python scripts/train_interim.py PHOTO_DIR OUT_DIR --steps 3000 --lmbda 0.0018
 
-Resumable: re-running with the same OUT_DIR continues from OUT_DIR/checkpoint.safetensors.
+Resumable: re-running with the same OUT_DIR continues from OUT_DIR/checkpoint.safetensors (weights only;
+Adam's moments restart).  ``--export FOLDER`` writes the checkpoint as a model folder without training.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--rate-point", type=int, default=0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--export", type=Path, default=None, help="only export the checkpoint to this model folder")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -84,6 +86,12 @@ def main() -> None:
         step = int(state.pop("_step").item())
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("_")}, strict=False)
         rng.seed(args.seed + step)
+    if args.export:
+        model.config.extra["steps"] = step
+        model.eval()
+        model.update()
+        model.save_pretrained(args.export)
+        return
     log = (args.out / "log.jsonl").open("a")
     t0 = time.time()
     while step < args.steps:

@@ -138,3 +138,18 @@ def test_cdf_indexes_match_compressai(tiny_model):
     scales = torch.cat([torch.linspace(-1, 300, 5000), gc.scale_table, gc.scale_table.nextafter(torch.tensor(0.0))])
     scales = scales.view(1, 1, 1, -1)
     assert torch.equal(cdf_indexes(gc.scale_table, scales), gc.build_indexes(scales))
+
+
+@pytest.mark.parametrize("config", ['{"latent_channels": "wide"}', "not json", '{"encoder_channels": [1, 2]}'])
+def test_a_damaged_config_is_a_model_error(tmp_path, config):
+    make_tiny_model().save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "config.json").write_text(config)
+    with pytest.raises(ModelError, match="cannot load"):
+        SodecModel.from_pretrained(tmp_path / "m")
+
+
+def test_damaged_weights_are_a_model_error(tmp_path):
+    make_tiny_model().save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
+    with pytest.raises(ModelError, match="cannot load"):
+        SodecModel.from_pretrained(tmp_path / "m")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -102,7 +103,7 @@ class SodecModel(nn.Module):
             config = SodecConfig.from_dict(json.loads(config_path.read_text()))
             state = load_file(str(weights_path))
             model = cls(config)
-        except (ValueError, TypeError, OSError, RuntimeError) as e:  # bad JSON, bad widths, bad safetensors
+        except (ValueError, TypeError, OSError, RuntimeError, SafetensorError) as e:  # bad JSON, widths, file
             raise ModelError(f"cannot load model from {folder}: {e}") from None
         model.load_coder_state(state)
         return model.to(device).eval()

@@ -1,0 +1,74 @@
+"""The one-step diffusion decoder: a frozen ε-prediction UNet with LoRA, and the frozen VAE decoder Dm.
+
+ŷ_0 = (ŷ_t − √(1−ᾱ_t)·ε_θ(ŷ_t, t, c_g)) / √ᾱ_t        one UNet evaluation, t fixed (999)
+x̂   = Dm(ŷ_0 / scaling_factor)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from peft import LoraConfig
+from torch import Tensor, nn
+
+# LoRA targets: attention projections and resnet convolutions (DESIGN.md; rank 16 by default).
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+ADAPTER_NAME = "sodec"
+
+
+def alphas_cumprod(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
+    """ᾱ of Stable Diffusion's "scaled_linear" schedule (the table of diffusers' DDPMScheduler), float64."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+class OneStepDenoiser(nn.Module):
+    """ε_θ at a fixed timestep, turned into the x₀ estimate.  ``(B,4,h,w)`` + tokens ``(B,L,D)`` → ``(B,4,h,w)``."""
+
+    def __init__(self, unet: UNet2DConditionModel, alpha_bar: float, timestep: int = 999) -> None:
+        super().__init__()
+        self.unet = unet
+        self.timestep = timestep
+        self.register_buffer("sqrt_alpha_bar", torch.tensor(alpha_bar**0.5, dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "sqrt_one_minus_alpha_bar", torch.tensor((1 - alpha_bar) ** 0.5, dtype=torch.float32), persistent=False
+        )
+
+    def epsilon(self, y_t: Tensor, tokens: Tensor, timestep: int | None = None) -> Tensor:
+        t = torch.full((y_t.shape[0],), self.timestep if timestep is None else timestep, device=y_t.device)
+        return self.unet(y_t, t, encoder_hidden_states=tokens).sample
+
+    def forward(self, y_t: Tensor, tokens: Tensor) -> Tensor:
+        eps = self.epsilon(y_t, tokens)
+        return (y_t - self.sqrt_one_minus_alpha_bar * eps) / self.sqrt_alpha_bar
+
+    def add_lora(self, rank: int = 16, alpha: float | None = None, targets: Sequence[str] = DEFAULT_LORA_TARGETS):
+        """Freeze the base UNet and add trainable LoRA adapters (peft) on ``targets``."""
+        self.unet.requires_grad_(False)
+        config = LoraConfig(
+            r=rank, lora_alpha=rank if alpha is None else alpha, target_modules=list(targets), init_lora_weights=True
+        )
+        self.unet.add_adapter(config, adapter_name=ADAPTER_NAME)
+
+    def merge_lora(self) -> None:
+        """Fold the adapters into the base weights (inference: no per-step LoRA overhead)."""
+        self.unet.fuse_lora(adapter_names=[ADAPTER_NAME])
+        self.unet.unload_lora()
+
+    def lora_state_dict(self) -> dict[str, Tensor]:
+        """Only the adapter weights (what a SODEC model folder stores of the UNet)."""
+        return {k: v for k, v in self.unet.state_dict().items() if "lora_" in k}
+
+
+class LatentDecoder(nn.Module):
+    """Dm: the frozen diffusion-VAE decoder.  Latent ``(B,4,h,w)`` in UNet scale → RGB ``(B,3,8h,8w)`` in [0,1]."""
+
+    def __init__(self, vae: AutoencoderKL) -> None:
+        super().__init__()
+        self.vae = vae.requires_grad_(False)
+        self.scaling_factor = float(vae.config.scaling_factor)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        return (self.vae.decode(latent / self.scaling_factor).sample + 1) / 2

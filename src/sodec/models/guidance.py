@@ -1,0 +1,96 @@
+"""The fidelity guidance module (FGM): x̂_f ──F (frozen backbone)──▶ tokens ──Fp──▶ c_g.
+
+c_g takes the place of the text embedding in the UNet's cross-attention (77 tokens of the UNet's
+cross-attention width, e.g. 77 x 1024 for SD 2.1).  F is any timm model: a ViT gives its patch tokens, a CNN
+(nano uses EfficientNet-Lite0, the only ImageNet backbone that exists offline) its last feature map read out
+as one token per position.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sodec.errors import ModelError
+
+
+class GuidanceBackbone(nn.Module):
+    """F: a frozen timm image model read out as tokens.  RGB ``(B,3,H,W)`` in [0,1] → ``(B,L,D)``.
+
+    The image is resized to ``input_size`` and normalised with the backbone's mean and std.
+    """
+
+    def __init__(self, model: nn.Module, input_size: int, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.input_size = input_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    @classmethod
+    def from_timm(
+        cls, name: str, weights: str | os.PathLike | None = None, random_weights: bool = False, **kwargs
+    ) -> GuidanceBackbone:
+        """Build timm model ``name`` and load its weights from a safetensors file.
+
+        ``random_weights=True`` (tests, benchmarks) skips loading; otherwise a missing file is an error that
+        names what to download, never a silent fallback to random weights.
+        """
+        import timm
+
+        model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+        if not random_weights:
+            if weights is None or not os.path.isfile(weights):
+                raise ModelError(
+                    f"guidance backbone {name!r} needs its pretrained weights as a safetensors file "
+                    f"(got {weights!r}); download the timm weights of {name!r} and pass their path"
+                )
+            from safetensors.torch import load_file
+
+            missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+            if missing:
+                raise ModelError(f"{weights}: weights do not fit {name!r} (missing {missing[:3]} ...)")
+        cfg = model.pretrained_cfg
+        size = kwargs.get("img_size", cfg.get("input_size", (3, 224, 224))[-1])
+        return cls(model, int(size), cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225)))
+
+    @property
+    def token_dim(self) -> int:
+        return int(self.model.num_features)
+
+    def train(self, mode: bool = True) -> GuidanceBackbone:
+        super().train(mode)
+        self.model.eval()  # frozen: keep BatchNorm statistics and dropout in inference mode
+        return self
+
+    def forward(self, image: Tensor) -> Tensor:
+        x = F.interpolate(image, size=(self.input_size, self.input_size), mode="bilinear", antialias=True)
+        feats = self.model.forward_features((x - self.mean) / self.std)
+        if feats.ndim == 4:  # CNN feature map (B, D, h, w): one token per position
+            return feats.flatten(2).transpose(1, 2)
+        return feats  # ViT tokens (B, L, D)
+
+
+class GuidanceProjector(nn.Module):
+    """Fp: per-token MLP to the UNet's cross-attention width, then resampled to ``n_tokens`` tokens.
+
+    ``(B,L,D)`` → ``(B,n_tokens,cross_dim)``.
+    """
+
+    def __init__(self, token_dim: int, cross_dim: int, n_tokens: int = 77, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or cross_dim
+        self.n_tokens = n_tokens
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(token_dim), nn.Linear(token_dim, hidden), nn.GELU(), nn.Linear(hidden, cross_dim)
+        )
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.mlp(tokens)
+        if x.shape[1] != self.n_tokens:
+            x = F.interpolate(x.transpose(1, 2), size=self.n_tokens, mode="linear").transpose(1, 2)
+        return x

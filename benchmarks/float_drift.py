@@ -44,7 +44,7 @@ def main() -> None:
     f = container.unpack(api.compress_image(model, rgb))
     h = f.header
     hw = (-(-h.height // 64) * 4, -(-h.width // 64) * 4)
-    y_hat = model.compression.decompress(LatentStreams(f.z_stream, f.y_stream, h.latent_check), hw)
+    y_hat, _ = model.compression.decompress(LatentStreams(f.z_stream, f.y_stream, h.latent_check), hw)
     ref = decode(model, y_hat)
     variants = {
         "1 thread": dict(threads=1),

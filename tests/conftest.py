@@ -18,7 +18,7 @@ from sodec.models import SodecModel, preset_config
 
 def make_tiny_model(seed: int = 0, name: str = "tiny") -> SodecModel:
     torch.manual_seed(seed)
-    model = SodecModel(preset_config("tiny", name=name)).eval()
+    model = SodecModel(preset_config("tiny", name=name, diffusion=None)).eval()
     model.update()
     return model
 
@@ -58,3 +58,26 @@ def run_cli(*args: str, threads: int | None = None, cwd: Path | None = None) -> 
     return subprocess.run(
         [sys.executable, "-m", "sodec.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_sodec_dir(tmp_path_factory) -> Path:
+    """A tiny full SODEC model family: ``base/`` (random frozen UNet, VAE, ViT) and ``rate-0/``.
+
+    The config names its base as ``../base``, relative to the model folder, like the bundled nano.
+    """
+    from sodec.models.bases import load_bases, save_bases
+
+    family = tmp_path_factory.mktemp("models") / "tiny-sodec"
+    torch.manual_seed(0)
+    config = preset_config("tiny", name="tiny-sodec")
+    save_bases(load_bases(config.diffusion, random=True), family / "base")
+    config.diffusion.base = "../base"
+    model = SodecModel(config, folder=family / "rate-0").eval()
+    with torch.no_grad():  # LoRA B starts at zero: make the adapters matter
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    model.update()
+    model.save_pretrained(family / "rate-0")
+    return family

@@ -78,3 +78,24 @@ def test_latent_decoder_scales_and_maps_to_unit_range(scaling):
         assert torch.allclose(out, (vae.decode(z / scaling).sample + 1) / 2)
     assert out.shape == (1, 3, 16, 16)
     assert not any(p.requires_grad for p in dm.parameters())
+
+
+def test_merged_weights_do_not_depend_on_the_thread_count():
+    weights = []
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            den = OneStepDenoiser(tiny_unet(), 0.5)
+            den.add_lora(rank=4)
+            torch.manual_seed(1)
+            with torch.no_grad():
+                for n, p in den.named_parameters():
+                    if "lora_" in n:
+                        p.normal_(0, 0.1)
+            den.merge_lora()
+            weights.append(den.unet.state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -134,14 +134,18 @@ def model_for(header: Header, model: str | os.PathLike | SodecModel | None = Non
 
 
 def decompress_bytes(
-    data: bytes, model: str | os.PathLike | SodecModel | None = None, device: str = "cpu"
+    data: bytes, model: str | os.PathLike | SodecModel | None = None, device: str = "cpu", decoder: str = "auto"
 ) -> tuple[Image.Image, Header]:
-    """Decode the bytes of a `.sodec` file to a Pillow image (RGB or L, per the header)."""
+    """Decode the bytes of a `.sodec` file to a Pillow image (RGB or L, per the header).
+
+    ``decoder``: ``auto`` (the model's diffusion decoder if it has one), ``diffusion`` or ``fidelity`` (x̂_f:
+    faster, more faithful, blurrier).
+    """
     file = container.unpack(data)
     header = file.header
     net = model_for(header, model, device)
     streams = LatentStreams(file.z_stream, file.y_stream, header.latent_check)
-    x_hat = net.decompress(streams, header.height, header.width)
+    x_hat = net.decompress(streams, header.height, header.width, decoder)
     return from_rgb_array(_to_uint8(x_hat), header.color_mode), header
 
 
@@ -183,11 +187,12 @@ def decompress_file(
     model: str | os.PathLike | SodecModel | None = None,
     force: bool = False,
     device: str = "cpu",
+    decoder: str = "auto",
 ) -> FileResult:
     """Decode a `.sodec` file to a PNG, written atomically."""
     source, output = Path(source), Path(output)
     _check_output(output, force)
     data = source.read_bytes()
-    image, header = decompress_bytes(data, model, device)
+    image, header = decompress_bytes(data, model, device, decoder)
     atomic_write(output, image=image)
     return FileResult(source, output, len(data), header.width, header.height)

@@ -63,7 +63,7 @@ def _phase(phase: str, model_name: str, rate: int | None, image: str, runs: int,
             streams = LatentStreams(f.z_stream, f.y_stream, h.latent_check)
             m = model.config.downsampling
             hw = (-(-h.height // m) * m // 16, -(-h.width // m) * m // 16)
-            stages["entropy decoding (ẑ, P, ŷ)"], y_hat = _timed(
+            stages["entropy decoding (ẑ, P, ŷ)"], (y_hat, _) = _timed(
                 lambda: model.compression.decompress(streams, hw), runs, warmup
             )
             stages["fidelity decoder Da"], x_hat = _timed(lambda: model.fidelity(y_hat), runs, warmup)

@@ -92,7 +92,7 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     model = None if args.model is None else args.model
 
     def job(src: Path, dst: Path) -> str:
-        r = api.decompress_file(src, dst, model, force=args.force, device=args.device)
+        r = api.decompress_file(src, dst, model, force=args.force, device=args.device, decoder=args.decoder)
         return f"{src} -> {dst}: {r.width}x{r.height}, {r.bpp:.4f} bpp"
 
     return _run_batch(pairs, job, args.quiet)
@@ -169,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", type=Path)
     p.add_argument("-o", "--output", type=Path, help="output PNG (folder if the input is a folder)")
     common(p, None)
+    p.add_argument(
+        "--decoder",
+        choices=("auto", "diffusion", "fidelity"),
+        default="auto",
+        help="diffusion (one UNet step) or fidelity (Da: faster, more faithful, blurrier); auto: the model's best",
+    )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_decompress)

@@ -124,10 +124,10 @@ class CompressionModule(nn.Module):
         return cdf_indexes(self.gaussian_conditional.scale_table, scales), means
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> tuple[LatentStreams, Tensor]:
+    def compress(self, x: Tensor) -> tuple[LatentStreams, Tensor, Tensor]:
         """Code one image.  ``x``: ``(1,3,H,W)`` in [0, 1], H and W multiples of 64.
 
-        Returns the streams and ŷ ``(1,C,H/16,W/16)`` exactly as the decoder will reconstruct it.
+        Returns the streams, and ŷ ``(1,C,H/16,W/16)`` and ẑ exactly as the decoder will reconstruct them.
         """
         if x.shape[0] != 1:
             raise ValueError("compress codes one image at a time")
@@ -143,11 +143,11 @@ class CompressionModule(nn.Module):
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means)
         y_symbols = self.gaussian_conditional.quantize(y, "symbols", means)
         check = latent_check(z_symbols, y_symbols)
-        return LatentStreams(z_strings[0], y_strings[0], check), y_symbols.float() + means
+        return LatentStreams(z_strings[0], y_strings[0], check), y_symbols.float() + means, z_hat
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, latent_hw: tuple[int, int]) -> Tensor:
-        """Decode ŷ ``(1,C,h,w)`` on the CPU (``latent_hw`` = (h, w), multiples of 4).
+    def decompress(self, streams: LatentStreams, latent_hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """Decode ŷ ``(1,C,h,w)`` on the CPU and ẑ ``(1,N,h/4,w/4)`` (``latent_hw`` = (h, w), multiples of 4).
 
         Raises:
             FormatError: the decoded symbols do not match the encoder's check (corrupted streams, or a
@@ -163,4 +163,4 @@ class CompressionModule(nn.Module):
             raise FormatError(
                 "latent check failed: the streams do not decode to what was encoded (corrupted file or model mismatch)"
             )
-        return y_symbols + means
+        return y_symbols + means, z_hat

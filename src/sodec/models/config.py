@@ -12,6 +12,41 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
+class DiffusionConfig:
+    """The one-step diffusion decoder: frozen bases (UNet, VAE, guidance backbone) and what SODEC trains.
+
+    ``base`` is a diffusers folder or hub id with ``unet/`` and ``vae/`` subfolders (the
+    ``stabilityai/stable-diffusion-2-1-base`` layout).  ``unet`` / ``vae`` are the configs the bases are
+    built from when they are created rather than loaded (tests, benchmarks, nano's own prior before training).
+    """
+
+    base: str | None = None
+    unet: dict[str, Any] = field(default_factory=dict)
+    vae: dict[str, Any] = field(default_factory=dict)
+    timestep: int = 999
+    beta_start: float = 0.00085  # Stable Diffusion's "scaled_linear" schedule
+    beta_end: float = 0.012
+    num_train_timesteps: int = 1000
+    lora_rank: int = 16
+    lora_alpha: float | None = None  # None: equal to the rank
+    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+    side_channels: int = 320  # w = Hs(ẑ) at 1/16
+    transform_channels: int = 320  # Ts width
+    transform_blocks: int = 2
+    guidance_backbone: str = "vit_huge_patch14_clip_224"  # any timm model name
+    guidance_weights: str | None = None  # safetensors file of the backbone
+    guidance_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
+    guidance_tokens: int = 77
+
+    def __post_init__(self) -> None:
+        self.lora_targets = tuple(self.lora_targets)
+
+    @property
+    def cross_attention_dim(self) -> int:
+        return int(self.unet.get("cross_attention_dim", 1024))
+
+
+@dataclass
 class SodecConfig:
     """Widths and identity of one SODEC model (one rate point).
 
@@ -27,9 +62,12 @@ class SodecConfig:
     decoder_channels: tuple[int, ...] = (960, 480, 240, 120, 60)  # Da: 1/16 width, then 4 upsamplings
     decoder_res_blocks: int = 9
     lmbda: float = 0.0  # rate weight this model was trained with (informative)
+    diffusion: DiffusionConfig | None = None  # None: the fidelity decoder Da is the decoder
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (training run, data, ...)
 
     def __post_init__(self) -> None:
+        if isinstance(self.diffusion, dict):
+            self.diffusion = DiffusionConfig(**self.diffusion)
         self.encoder_channels = tuple(self.encoder_channels)
         self.decoder_channels = tuple(self.decoder_channels)
         if len(self.encoder_channels) != 5 or len(self.decoder_channels) != 5:
@@ -44,6 +82,10 @@ class SodecConfig:
         d = dataclasses.asdict(self)
         d["encoder_channels"] = list(self.encoder_channels)
         d["decoder_channels"] = list(self.decoder_channels)
+        if self.diffusion is None:
+            del d["diffusion"]  # keep fidelity-only configs (and their files) exactly as before
+        else:
+            d["diffusion"]["lora_targets"] = list(self.diffusion.lora_targets)
         return d
 
     def to_json(self) -> str:
@@ -53,6 +95,10 @@ class SodecConfig:
     def from_dict(cls, d: dict[str, Any]) -> SodecConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - known
+        if isinstance(d.get("diffusion"), dict):
+            unknown |= {
+                f"diffusion.{k}" for k in set(d["diffusion"]) - {f.name for f in dataclasses.fields(DiffusionConfig)}
+            }
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(**d)

@@ -20,7 +20,7 @@ ADAPTER_NAME = "sodec"
 
 def alphas_cumprod(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012) -> Tensor:
     """ᾱ of Stable Diffusion's "scaled_linear" schedule (the table of diffusers' DDPMScheduler), float64."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64, device="cpu") ** 2
     return torch.cumprod(1.0 - betas, dim=0)
 
 
@@ -52,10 +52,31 @@ class OneStepDenoiser(nn.Module):
         )
         self.unet.add_adapter(config, adapter_name=ADAPTER_NAME)
 
+    @torch.no_grad()
     def merge_lora(self) -> None:
-        """Fold the adapters into the base weights (inference: no per-step LoRA overhead)."""
-        self.unet.fuse_lora(adapter_names=[ADAPTER_NAME])
+        """Fold the adapters into the base weights (inference: no per-step LoRA overhead).
+
+        Done here rather than with peft's ``merge``: peft computes a conv adapter's delta with a
+        convolution whose result depends on the thread count, so merged weights (and decoded pixels)
+        would too.  W += scale · Σ_k B[:, k] ⊗ A[k] is summed over the rank in a fixed order with
+        element-wise operations only: the same bits with any number of threads.
+        """
+        from peft.tuners.lora import LoraLayer
+
+        deltas = {}
+        for name, module in self.unet.named_modules():
+            if isinstance(module, LoraLayer) and ADAPTER_NAME in module.lora_A:
+                a = module.lora_A[ADAPTER_NAME].weight.flatten(1)  # (r, in·kh·kw)
+                b = module.lora_B[ADAPTER_NAME].weight.flatten(1)  # (out, r)
+                delta = torch.zeros(b.shape[0], a.shape[1], dtype=a.dtype, device=a.device)
+                for k in range(a.shape[0]):
+                    delta += b[:, k : k + 1] * a[k : k + 1]
+                base = module.get_base_layer().weight
+                deltas[name] = (delta * module.scaling[ADAPTER_NAME]).view(base.shape)
         self.unet.unload_lora()
+        modules = dict(self.unet.named_modules())
+        for name, delta in deltas.items():
+            modules[name].weight += delta
 
     def lora_state_dict(self) -> dict[str, Tensor]:
         """Only the adapter weights (what a SODEC model folder stores of the UNet)."""

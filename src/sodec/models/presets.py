@@ -1,8 +1,44 @@
-"""Named configurations: ``paper`` (HiFiC widths, GPU scale), ``nano`` (two CPU cores), ``tiny`` (tests)."""
+"""Named configurations: ``paper`` (HiFiC widths + SD 2.1-base, GPU scale), ``nano`` (two CPU cores), ``tiny``.
+
+``tiny`` is the whole SODEC graph at random-weight test widths; ``preset_config("tiny", diffusion=None)``
+is its fidelity-only variant (compression module + Da), the codec-core tests' model.
+"""
 
 from __future__ import annotations
 
-from sodec.models.config import SodecConfig
+import copy
+
+from sodec.models.config import DiffusionConfig, SodecConfig
+
+SD21_BASE = "stabilityai/stable-diffusion-2-1-base"
+
+# stabilityai/stable-diffusion-2-1-base unet/config.json and vae/config.json (the fields that matter).
+SD21_UNET = dict(
+    sample_size=64,
+    in_channels=4,
+    out_channels=4,
+    block_out_channels=[320, 640, 1280, 1280],
+    layers_per_block=2,
+    down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+    up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+    attention_head_dim=[5, 10, 20, 20],
+    cross_attention_dim=1024,
+    use_linear_projection=True,
+    norm_num_groups=32,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    act_fn="silu",
+)
+SD21_VAE = dict(
+    block_out_channels=[128, 256, 512, 512],
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    latent_channels=4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=768,
+    scaling_factor=0.18215,
+)
 
 PRESETS: dict[str, dict] = {
     "paper": dict(
@@ -11,6 +47,14 @@ PRESETS: dict[str, dict] = {
         encoder_channels=(60, 120, 240, 480, 960),
         decoder_channels=(960, 480, 240, 120, 60),
         decoder_res_blocks=9,
+        diffusion=dict(
+            base=SD21_BASE,
+            unet=SD21_UNET,
+            vae=SD21_VAE,
+            side_channels=320,
+            transform_channels=320,
+            guidance_backbone="vit_huge_patch14_clip_224",  # OpenCLIP ViT-H/14 image tower (laion2b weights)
+        ),
     ),
     "nano": dict(
         latent_channels=96,
@@ -25,6 +69,34 @@ PRESETS: dict[str, dict] = {
         encoder_channels=(4, 4, 8, 8, 8),
         decoder_channels=(8, 8, 4, 4, 4),
         decoder_res_blocks=1,
+        diffusion=dict(
+            unet=dict(
+                sample_size=8,
+                block_out_channels=[8, 16],
+                layers_per_block=1,
+                down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"],
+                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"],
+                cross_attention_dim=16,
+                attention_head_dim=4,
+                norm_num_groups=4,
+            ),
+            vae=dict(
+                block_out_channels=[8, 8, 8, 8],
+                down_block_types=["DownEncoderBlock2D"] * 4,
+                up_block_types=["UpDecoderBlock2D"] * 4,
+                latent_channels=4,
+                layers_per_block=1,
+                norm_num_groups=4,
+                mid_block_add_attention=False,
+                scaling_factor=0.5,
+            ),
+            lora_rank=2,
+            side_channels=8,
+            transform_channels=8,
+            transform_blocks=1,
+            guidance_backbone="vit_tiny_patch16_224",
+            guidance_kwargs=dict(img_size=32, patch_size=8, embed_dim=24, depth=1, num_heads=2),
+        ),
     ),
 }
 
@@ -33,4 +105,7 @@ def preset_config(preset: str, **overrides) -> SodecConfig:
     """The config of a named preset; ``overrides`` replace single fields (``name`` defaults to the preset)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    return SodecConfig(**{"name": preset, **PRESETS[preset], **overrides})
+    fields = copy.deepcopy(PRESETS[preset])
+    if isinstance(fields.get("diffusion"), dict):
+        fields["diffusion"] = DiffusionConfig(**fields["diffusion"])
+    return SodecConfig(**{"name": preset, **fields, **overrides})

@@ -1,15 +1,21 @@
 """The assembled model: ``forward`` (training) · ``compress`` → streams · ``decompress`` → image.
 
-A model folder (diffusers style) holds ``config.json`` and ``model.safetensors``; the safetensors file
-includes the coder's frozen tables (integer P, CDFs), so a loaded model codes without re-deriving them.
+    x ──E──▶ y ──▶ ŷ ──Da──▶ x̂_f ──F──▶ tokens ──Fp──▶ c_g
+            Ha ──▶ ẑ ──Hs──▶ w;  (ŷ, w) ──Ts──▶ ŷ_t ──one UNet step (c_g)──▶ ŷ_0 ──Dm──▶ x̂
+
+A config without a ``diffusion`` section is the compression module with Da as its decoder.
+
+A model folder (diffusers style) holds ``config.json`` and ``model.safetensors`` with only what SODEC trains
+(E, Ha, P, Hs, Ts, Da, Fp, the LoRA) plus the coder's frozen tables (integer P, CDFs); the frozen bases
+(UNet, VAE, guidance backbone) are named by the config and loaded from their own folder or hub id.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +28,9 @@ from sodec.models.compression import CompressionModule, LatentStreams
 from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
 from sodec.models.fidelity import FidelityDecoder
 
+Decoder = Literal["auto", "diffusion", "fidelity"]
+_FROZEN_PREFIXES = ("denoiser.unet.", "latent_decoder.", "guidance.")
+
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     """Replicate-pad ``(B,C,H,W)`` on the right and bottom so that H and W are multiples of ``multiple``."""
@@ -31,19 +40,68 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
 
 
 class SodecModel(nn.Module):
-    """One rate point of a SODEC model.  (At this stage: compression module + fidelity decoder Da.)"""
+    """One rate point of a SODEC model.
 
-    def __init__(self, config: SodecConfig) -> None:
+    Args:
+        config: widths and, optionally, the diffusion decoder.
+        folder: where relative base paths in the config are resolved (the model folder).
+        random_bases: build the frozen bases from their configs with random weights instead of loading
+            them (tests; timing the graph with ``--random-weights``; works on the ``meta`` device).
+    """
+
+    def __init__(self, config: SodecConfig, folder: Path | None = None, random_bases: bool = False) -> None:
         super().__init__()
         self.config = config
         self.compression = CompressionModule(config)
         self.fidelity = FidelityDecoder(config.latent_channels, config.decoder_channels, config.decoder_res_blocks)
+        self._bases_hash: str | None = None
+        self._frozen_content_hash: str | None = None
+        d = config.diffusion
+        if d is None:
+            return
+        from sodec.models.bases import bases_hash, load_bases
+        from sodec.models.diffusion import LatentDecoder, OneStepDenoiser, alphas_cumprod
+        from sodec.models.guidance import GuidanceProjector
+        from sodec.models.transform import HyperSynthesis, LatentTransform
+
+        bases = load_bases(d, folder, random=random_bases)
+        self._bases_hash = bases_hash(bases)  # before LoRA renames the UNet's weights
+        self.hyper_synthesis = HyperSynthesis(config.hyper_channels, d.side_channels)
+        self.transform = LatentTransform(
+            config.latent_channels, d.side_channels, d.transform_channels, d.transform_blocks,
+            bases.unet.config.in_channels,
+        )  # fmt: skip
+        self.guidance = bases.guidance
+        self.projector = GuidanceProjector(bases.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
+        alpha_bar = alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end)[d.timestep].item()
+        self.denoiser = OneStepDenoiser(bases.unet, alpha_bar, d.timestep)
+        self.denoiser.add_lora(d.lora_rank, d.lora_alpha, d.lora_targets)
+        self.latent_decoder = LatentDecoder(bases.vae)
+
+    @property
+    def has_diffusion(self) -> bool:
+        return self.config.diffusion is not None
 
     # ----------------------------------------------------------------------------------------- training
-    def forward(self, x: Tensor) -> dict:
-        """``x`` ``(B,3,H,W)`` in [0,1], sides multiples of 64 → ``x_hat`` (same shape) and the likelihoods."""
+    def synthesize(self, y_hat: Tensor, z_hat: Tensor, decoder: Decoder = "auto") -> dict[str, Tensor]:
+        """Decoder side from the latents: ``x_f`` (Da) always; ``y_t``, ``y_0``, ``x_hat`` on the diffusion path.
+
+        ŷ ``(B,C,h,w)``, ẑ ``(B,N,h/4,w/4)`` → images ``(B,3,16h,16w)``, latents ``(B,4,2h,2w)``.
+        """
+        x_f = self.fidelity(y_hat)
+        if decoder == "fidelity" or (decoder == "auto" and not self.has_diffusion):
+            return {"x_f": x_f, "x_hat": x_f}
+        if not self.has_diffusion:
+            raise ModelError("this model has no diffusion decoder (use the fidelity decoder)")
+        y_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
+        tokens = self.projector(self.guidance(x_f.clamp(0, 1)))
+        y_0 = self.denoiser(y_t, tokens)
+        return {"x_f": x_f, "y_t": y_t, "y_0": y_0, "x_hat": self.latent_decoder(y_0)}
+
+    def forward(self, x: Tensor, decoder: Decoder = "auto") -> dict:
+        """``x`` ``(B,3,H,W)`` in [0,1], sides multiples of 64 → ``x_hat`` (same shape), ``x_f``, likelihoods."""
         out = self.compression(x)
-        out["x_hat"] = self.fidelity(out["y_hat"])
+        out.update(self.synthesize(out["y_hat"], out["z_hat"], decoder))
         return out
 
     # ------------------------------------------------------------------------------------------- coding
@@ -55,46 +113,72 @@ class SodecModel(nn.Module):
     def compress(self, x: Tensor) -> LatentStreams:
         """Code ``x`` ``(1,3,H,W)`` in [0,1] of any size (padded here; the decoder crops back)."""
         x = pad_to_multiple(x, self.config.downsampling)
-        streams, _ = self.compression.compress(x)
+        streams, _, _ = self.compression.compress(x)
         return streams
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, height: int, width: int) -> Tensor:
-        """Decode to ``(1,3,height,width)`` float RGB in [0,1]."""
+    def decompress(self, streams: LatentStreams, height: int, width: int, decoder: Decoder = "auto") -> Tensor:
+        """Decode to ``(1,3,height,width)`` float RGB in [0,1]; ``decoder`` picks the diffusion or Da path."""
         m = self.config.downsampling
         latent_hw = (-(-height // m) * m // 16, -(-width // m) * m // 16)
-        y_hat = self.compression.decompress(streams, latent_hw)
+        y_hat, z_hat = self.compression.decompress(streams, latent_hw)
         device = next(self.fidelity.parameters()).device
-        x_hat = self.fidelity(y_hat.to(device))
+        x_hat = self.synthesize(y_hat.to(device), z_hat.to(device), decoder)["x_hat"]
         return x_hat[..., :height, :width].clamp(0, 1)
 
     # ---------------------------------------------------------------------------------------- identity
-    def content_hash(self) -> str:
-        """SHA-256 (hex) of every tensor of the model: names, dtypes, shapes and bytes, in name order.
+    def trainable_state_dict(self) -> dict[str, Tensor]:
+        """What a model folder stores: everything but the frozen bases, LoRA adapters included."""
+        return {
+            k: v
+            for k, v in self.state_dict().items()
+            if not k.startswith(_FROZEN_PREFIXES) or (k.startswith("denoiser.unet.") and "lora_" in k)
+        }
 
-        A `.sodec` file stores its first 4 bytes, so a file is never decoded with other weights.
-        """
-        h = hashlib.sha256()
-        for name, t in sorted(self.state_dict().items()):
-            t = t.detach().cpu().contiguous()
-            h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.hexdigest()
+    def content_hash(self) -> str:
+        """SHA-256 (hex) identifying the decoder: the stored tensors (names, dtypes, shapes, bytes, in name
+        order) and, with a diffusion decoder, the frozen bases.  `.sodec` files store its first 4 bytes."""
+        if self._frozen_content_hash is not None:  # LoRA merged: the adapters are no longer separate tensors
+            return self._frozen_content_hash
+        from sodec.models.bases import tensors_hash
+
+        digest = tensors_hash(self.trainable_state_dict())
+        if self.has_diffusion:
+            if self._bases_hash is None:
+                raise ModelError("bases without content (meta device) have no hash")
+            digest = tensors_hash(
+                {"sodec": torch.frombuffer(bytearray.fromhex(digest + self._bases_hash), dtype=torch.uint8)}
+            )
+        return digest
+
+    def merge_lora(self) -> None:
+        """Fold the LoRA into the UNet for inference (the content hash is kept from before)."""
+        if self.has_diffusion and self._frozen_content_hash is None:
+            self._frozen_content_hash = self.content_hash()
+            self.denoiser.merge_lora()
 
     # ------------------------------------------------------------------------------------ persistence
     def save_pretrained(self, folder: str | os.PathLike) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created if needed)."""
         if not self.compression.entropy_parameters.is_exact_ready:
             raise ModelError("call update() before save_pretrained(): the coder tables are not derived yet")
+        if self._frozen_content_hash is not None:
+            raise ModelError("cannot save a model whose LoRA was merged; save before merge_lora()")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "sha256": self.content_hash()})
         (folder / CONFIG_NAME).write_text(self.config.to_json())
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device: str | torch.device = "cpu") -> SodecModel:
-        """Load a model folder written by :meth:`save_pretrained` (safetensors only, never pickle)."""
+    def from_pretrained(
+        cls, folder: str | os.PathLike, device: str | torch.device = "cpu", merge_lora: bool = True
+    ) -> SodecModel:
+        """Load a model folder written by :meth:`save_pretrained` (safetensors only, never pickle).
+
+        The frozen bases are loaded from where the config names them; ``merge_lora`` folds the adapters
+        into the UNet (faster inference; the model can then not be trained or saved).
+        """
         folder = Path(folder)
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not config_path.is_file() or not weights_path.is_file():
@@ -102,20 +186,29 @@ class SodecModel(nn.Module):
         try:
             config = SodecConfig.from_dict(json.loads(config_path.read_text()))
             state = load_file(str(weights_path))
-            model = cls(config)
+            model = cls(config, folder=folder)
         except (ValueError, TypeError, OSError, RuntimeError, SafetensorError) as e:  # bad JSON, widths, file
             raise ModelError(f"cannot load model from {folder}: {e}") from None
         model.load_coder_state(state)
+        if merge_lora:
+            model.merge_lora()
         return model.to(device).eval()
 
     def load_coder_state(self, state: dict[str, Tensor]) -> None:
-        """``load_state_dict`` that first resizes the coder's table buffers (empty until ``update()``)."""
+        """Load :meth:`trainable_state_dict` tensors, first resizing the coder's table buffers (empty until
+        ``update()``); every trainable tensor must be present and no other."""
         buffers = dict(self.named_buffers())
         for key, value in state.items():
             if key in buffers and buffers[key].shape != value.shape:
                 module_path, _, attr = key.rpartition(".")
                 setattr(self.get_submodule(module_path), attr, torch.empty_like(value))
+        expected = set(self.trainable_state_dict())
+        missing, unexpected = expected - set(state), set(state) - expected
+        if missing or unexpected:
+            raise ModelError(
+                f"weights do not match the config: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            )
         try:
-            self.load_state_dict(state, strict=True)
+            self.load_state_dict(state, strict=False)
         except RuntimeError as e:
-            raise ModelError(f"weights do not match the config: {str(e).splitlines()[0]}") from None
+            raise ModelError(f"weights do not match the config: {str(e).splitlines()[-1].strip()}") from None

@@ -1,0 +1,105 @@
+"""The frozen bases of the diffusion decoder: UNet, VAE (diffusers layout) and the guidance backbone.
+
+A base folder holds ``unet/`` and ``vae/`` (diffusers ``save_pretrained`` layout, as in
+``stabilityai/stable-diffusion-2-1-base``) and, when the backbone's weights travel with it,
+``guidance.safetensors``.  Bases are loaded, never silently replaced: a missing base is a :class:`ModelError`
+that says what to download.  ``random=True`` builds them from their configs instead (tests, benchmarks,
+and the untrained nano prior before stage 0).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sodec.errors import ModelError
+from sodec.models.config import DiffusionConfig
+from sodec.models.guidance import GuidanceBackbone
+
+GUIDANCE_WEIGHTS = "guidance.safetensors"
+
+
+@dataclass
+class FrozenBases:
+    unet: nn.Module
+    vae: nn.Module
+    guidance: GuidanceBackbone
+
+
+def _resolve(path: str | None, folder: Path | None) -> str | None:
+    """A path relative to the model folder if it exists there, else the string as given (hub id, absolute)."""
+    if path is None:
+        return None
+    if folder is not None and not os.path.isabs(path):
+        local = os.path.normpath(folder / path)  # lexical: "rate-0/../base" works before rate-0 exists
+        if os.path.exists(local):
+            return local
+    return path
+
+
+def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool = False) -> FrozenBases:
+    """Load (or, with ``random``, build) the frozen UNet, VAE and guidance backbone named by ``config``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    if random:
+        unet, vae = UNet2DConditionModel(**config.unet), AutoencoderKL(**config.vae)
+        guidance = GuidanceBackbone.from_timm(config.guidance_backbone, random_weights=True, **config.guidance_kwargs)
+    else:
+        base = _resolve(config.base, folder)
+        if base is None:
+            raise ModelError("the config names no diffusion base (diffusion.base: a folder or hub id)")
+        # Hub ids resolve from the local Hugging Face cache only, unless downloads are allowed explicitly:
+        # a codec should fail at once with instructions rather than hang on retries without a network.
+        local_only = os.environ.get("SODEC_ALLOW_DOWNLOAD", "") != "1"
+        try:
+            unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", local_files_only=local_only)
+            vae = AutoencoderKL.from_pretrained(base, subfolder="vae", local_files_only=local_only)
+        except (OSError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelError(
+                f"cannot load the diffusion base {config.base!r} (needs unet/ and vae/): {first}. Download it "
+                f"(e.g. `huggingface-cli download {config.base} --include 'unet/*' 'vae/*' --local-dir DIR`) "
+                "and set diffusion.base in the model's config.json to DIR"
+            ) from None
+        weights = _resolve(config.guidance_weights, folder)
+        if weights is None and base is not None and (Path(base) / GUIDANCE_WEIGHTS).is_file():
+            weights = str(Path(base) / GUIDANCE_WEIGHTS)
+        guidance = GuidanceBackbone.from_timm(config.guidance_backbone, weights=weights, **config.guidance_kwargs)
+    unet.requires_grad_(False).eval()
+    vae.requires_grad_(False).eval()
+    return FrozenBases(unet, vae, guidance)
+
+
+def save_bases(bases: FrozenBases, folder: str | os.PathLike) -> None:
+    """Write a base folder: ``unet/``, ``vae/`` and ``guidance.safetensors`` (bases without LoRA)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    bases.unet.save_pretrained(folder / "unet")
+    bases.vae.save_pretrained(folder / "vae")
+    state = {k: v.detach().cpu().contiguous() for k, v in bases.guidance.model.state_dict().items()}
+    save_file(state, str(folder / GUIDANCE_WEIGHTS))
+
+
+def tensors_hash(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) over tensors: for each, in name order, JSON ``[name, dtype, shape]`` then its bytes."""
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def bases_hash(bases: FrozenBases) -> str | None:
+    """Content hash of the frozen bases (None for meta tensors, which have no content)."""
+    state = {f"{prefix}.{k}": v for prefix, m in vars(bases).items() for k, v in m.state_dict().items()}
+    if any(t.is_meta for t in state.values()):
+        return None
+    return tensors_hash(state)

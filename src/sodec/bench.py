@@ -1,8 +1,10 @@
-"""``sodec bench``: encode/decode latency per stage and peak memory, each phase in a fresh process.
+"""``sodec bench``: latency per stage, the one-step vs N-step speed-up, and peak memory.
 
-Every stage is run ``warmup`` times untimed, then ``runs`` times; the table gives the median (and min/max)
-in milliseconds.  Peak memory is the child process's peak resident set (``ru_maxrss``), with the resident
-size after loading the model alongside, so the phase's own share can be read off.
+Every stage runs ``warmup`` times untimed, then ``runs`` times; tables give the median (min, max) in ms,
+with device synchronisation on GPU.  The multi-step baseline is the same model run as an N-step DDIM chain
+from ŷ_t (N UNet evaluations instead of one); the ideal speed-up implied by the stage times is
+(T₁ + (N−1)·T_UNet) / T₁, where T₁ is the whole one-step decode.  Peak memory is measured in fresh child
+processes (peak resident set, ``ru_maxrss``) that load the model and run one encode or one decode.
 """
 
 from __future__ import annotations
@@ -13,20 +15,141 @@ import platform
 import resource
 import statistics
 import time
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
+from sodec.models.sodec import SodecModel
 
-def _timed(fn, runs: int, warmup: int) -> tuple[list[float], object]:
-    for _ in range(warmup):
-        result = fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        result = fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return times, result
+
+@dataclass
+class StageTimes:
+    rows: dict[str, list[float]] = field(default_factory=dict)
+
+    def time(self, name: str, fn: Callable, runs: int, warmup: int, device: torch.device):
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        for _ in range(warmup):
+            result = fn()
+        sync()
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            result = fn()
+            sync()
+            times.append((time.perf_counter() - t) * 1000)
+        self.rows[name] = times
+        return result
+
+    def median(self, name: str) -> float:
+        return statistics.median(self.rows[name])
+
+    def table(self) -> list[str]:
+        lines = ["| stage | median ms | min ms | max ms |", "|---|---:|---:|---:|"]
+        for name, t in self.rows.items():
+            lines.append(f"| {name} | {statistics.median(t):.1f} | {min(t):.1f} | {max(t):.1f} |")
+        return lines
+
+
+def build_model(model: str, rate: int | None, preset: str | None, random_weights: bool, device: str) -> SodecModel:
+    """The model to time: a bundled name or folder, or a preset with random frozen bases (speed only)."""
+    if preset is not None:
+        from sodec.models import preset_config
+
+        if not random_weights and preset_config(preset).diffusion is not None:
+            raise SystemExit("sodec bench: --preset needs --random-weights (or use --model FOLDER)")
+        torch.manual_seed(0)
+        net = SodecModel(preset_config(preset), random_bases=True).eval()
+        net.update()
+        net.merge_lora()
+        return net.to(device)
+    from sodec import api
+
+    return api.load_model(model, rate, device)
+
+
+def ddim_chain(net: SodecModel, y_t: torch.Tensor, tokens: torch.Tensor, steps: int) -> torch.Tensor:
+    """The multi-step baseline: ``steps`` DDIM steps from ŷ_t at t = 999 down to x₀ (η = 0)."""
+    from diffusers import DDIMScheduler
+
+    d = net.config.diffusion
+    sched = DDIMScheduler(
+        num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end,
+        beta_schedule="scaled_linear", timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
+    )  # fmt: skip
+    sched.set_timesteps(steps)
+    x = y_t
+    for t in sched.timesteps:
+        eps = net.denoiser.epsilon(x, tokens, int(t))
+        x = sched.step(eps, t, x).prev_sample
+    return x
+
+
+def time_decode(net: SodecModel, height: int, width: int, runs: int, warmup: int, steps: int) -> list[str]:
+    """Per-stage decode table and, for diffusion models, the one-step vs ``steps``-step comparison."""
+    from PIL import Image
+
+    device = next(net.fidelity.parameters()).device
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, height, width, device=device)
+    s = StageTimes()
+    with torch.no_grad():
+        streams = net.compress(x)
+        m = net.config.downsampling
+        hw = (-(-height // m) * m // 16, -(-width // m) * m // 16)
+        y_hat, z_hat = s.time(
+            "entropy decoding (ẑ, P, ŷ)", lambda: net.compression.decompress(streams, hw), runs, warmup, device
+        )
+        y_hat, z_hat = y_hat.to(device), z_hat.to(device)
+        x_f = s.time("fidelity decoder Da", lambda: net.fidelity(y_hat), runs, warmup, device)
+        if net.has_diffusion:
+            y_t = s.time("Hs + Ts", lambda: net.transform(y_hat, net.hyper_synthesis(z_hat)), runs, warmup, device)
+            tokens = s.time(
+                "backbone F + Fp", lambda: net.projector(net.guidance(x_f.clamp(0, 1))), runs, warmup, device
+            )
+            y_0 = s.time("UNet (one step)", lambda: net.denoiser(y_t, tokens), runs, warmup, device)
+            x_hat = s.time("VAE decoder Dm", lambda: net.latent_decoder(y_0), runs, warmup, device)
+        else:
+            x_hat = x_f
+        rgb = x_hat[0, :, :height, :width].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+        s.time("PNG write", lambda: Image.fromarray(rgb).save(io.BytesIO(), format="PNG"), runs, warmup, device)
+        total = s.time("total decode (one step)", lambda: net.decompress(streams, height, width), runs, warmup, device)
+        del total
+        lines = s.table()
+        if net.has_diffusion and steps > 1:
+
+            def multi():
+                yh, zh = net.compression.decompress(streams, hw)
+                yh, zh = yh.to(device), zh.to(device)
+                xf = net.fidelity(yh)
+                yt = net.transform(yh, net.hyper_synthesis(zh))
+                y0 = ddim_chain(net, yt, net.projector(net.guidance(xf.clamp(0, 1))), steps)
+                out = net.latent_decoder(y0)[..., :height, :width].clamp(0, 1)
+                Image.fromarray(out[0].mul(255).round().byte().permute(1, 2, 0).cpu().numpy()).save(io.BytesIO(), "PNG")
+
+            s.time(f"total decode ({steps}-step DDIM)", multi, max(1, runs // 2), min(warmup, 1), device)
+            t1 = s.median("total decode (one step)") + s.median("PNG write")
+            tn = s.median(f"total decode ({steps}-step DDIM)")
+            ideal = (t1 + (steps - 1) * s.median("UNet (one step)")) / t1
+            lines = s.table()
+            lines += ["", f"one-step vs {steps}-step DDIM: measured speed-up {tn / t1:.2f}x, ideal {ideal:.2f}x "
+                      f"(measured/ideal = {tn / t1 / ideal:.3f})"]  # fmt: skip
+    return lines
+
+
+def time_encode(net: SodecModel, height: int, width: int, runs: int, warmup: int) -> list[str]:
+    from sodec.models.sodec import pad_to_multiple
+
+    device = next(net.fidelity.parameters()).device
+    x = torch.rand(1, 3, height, width, device=device)
+    s = StageTimes()
+    with torch.no_grad():
+        xp = pad_to_multiple(x, net.config.downsampling)
+        s.time(
+            "analysis E + Ha", lambda: net.compression.hyper_analysis(net.compression.encoder(xp)), runs, warmup, device
+        )
+        s.time("total encode", lambda: net.compress(x), runs, warmup, device)
+    return s.table()
 
 
 def _rss_mb() -> float:
@@ -34,78 +157,50 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _phase(phase: str, model_name: str, rate: int | None, image: str, runs: int, warmup: int, threads: int | None):
-    """Run one phase in this (child) process; return {stage: [ms...]} and memory figures."""
+def _memory_child(phase: str, args: tuple, height: int, width: int, threads: int | None) -> tuple[float, float]:
     if threads:
         torch.set_num_threads(threads)
-    from sodec import api, container
-    from sodec.imageio import from_rgb_array, load_image
-    from sodec.models.compression import LatentStreams
-    from sodec.models.sodec import pad_to_multiple
-
-    model = api.load_model(model_name, rate)
-    rgb, mode = load_image(image)
-    data = api.compress_image(model, rgb)
-    rss_loaded = _rss_mb()
-    x = api._to_tensor(rgb, torch.device("cpu"))
-    stages: dict[str, list[float]] = {}
+    net = build_model(*args)
+    x = torch.rand(1, 3, height, width)
     with torch.no_grad():
-        if phase == "encode":
-            stages["read image"], _ = _timed(lambda: load_image(image), runs, warmup)
-            xp = pad_to_multiple(x, model.config.downsampling)
-            stages["analysis E + Ha"], _ = _timed(
-                lambda: model.compression.hyper_analysis(model.compression.encoder(xp)), runs, warmup
-            )
-            stages["total (compress_image)"], _ = _timed(lambda: api.compress_image(model, rgb), runs, warmup)
-        else:
-            f = container.unpack(data)
-            h = f.header
-            streams = LatentStreams(f.z_stream, f.y_stream, h.latent_check)
-            m = model.config.downsampling
-            hw = (-(-h.height // m) * m // 16, -(-h.width // m) * m // 16)
-            stages["entropy decoding (ẑ, P, ŷ)"], (y_hat, _) = _timed(
-                lambda: model.compression.decompress(streams, hw), runs, warmup
-            )
-            stages["fidelity decoder Da"], x_hat = _timed(lambda: model.fidelity(y_hat), runs, warmup)
-            img = from_rgb_array(api._to_uint8(x_hat[..., : h.height, : h.width].clamp(0, 1)), mode)
-            stages["PNG write"], _ = _timed(lambda: img.save(io.BytesIO(), format="PNG"), runs, warmup)
-            stages["total (decompress_bytes)"], _ = _timed(lambda: api.decompress_bytes(data, model), runs, warmup)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {
-        "stages": stages,
-        "rss_loaded_mb": rss_loaded,
-        "peak_rss_mb": peak,
-        "bytes": len(data),
-        "size": rgb.shape[:2],
-        "threads": torch.get_num_threads(),
-    }
+        streams = net.compress(x)
+        loaded = _rss_mb()
+        if phase == "decode":
+            net.decompress(streams, height, width)
+    return loaded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(model: str, rate: int | None, image: str | None, runs: int, warmup: int, threads: int | None) -> str:
-    """Benchmark encode and decode in two fresh processes; return the Markdown table."""
-    from sodec.api import example_image
-
-    image = str(image or example_image())
-    ctx = multiprocessing.get_context("spawn")
-    lines = []
-    with ctx.Pool(1, maxtasksperchild=1) as pool:
-        results = {p: pool.apply(_phase, (p, model, rate, image, runs, warmup, threads)) for p in ("encode", "decode")}
-    enc = results["encode"]
-    h, w = enc["size"]
-    lines.append(
-        f"model {model} rate {rate or 0} · image {Path(image).name} {w}x{h} · {enc['bytes']} bytes "
-        f"({enc['bytes'] * 8 / (w * h):.4f} bpp) · torch {torch.__version__} · {enc['threads']} threads · "
-        f"{platform.processor() or platform.machine()} · median of {runs} runs after {warmup} warm-up"
-    )
-    lines.append("")
-    lines.append("| phase | stage | median ms | min ms | max ms |")
-    lines.append("|---|---|---:|---:|---:|")
-    for phase, res in results.items():
-        for stage, t in res["stages"].items():
-            lines.append(f"| {phase} | {stage} | {statistics.median(t):.1f} | {min(t):.1f} | {max(t):.1f} |")
-    lines.append("")
-    lines.append("| phase | RSS after loading (MiB) | peak RSS (MiB) |")
-    lines.append("|---|---:|---:|")
-    for phase, res in results.items():
-        lines.append(f"| {phase} | {res['rss_loaded_mb']:.0f} | {res['peak_rss_mb']:.0f} |")
+def run(
+    model: str = "nano", rate: int | None = None, preset: str | None = None, random_weights: bool = False,
+    size: tuple[int, int] = (512, 768), runs: int = 5, warmup: int = 1, steps: int = 50, device: str = "cpu",
+    threads: int | None = None, memory: bool = True,
+) -> str:  # fmt: skip
+    """Run the benchmark and return a Markdown report."""
+    if threads:
+        torch.set_num_threads(threads)
+    height, width = size
+    args = (model, rate, preset, random_weights, device)
+    net = build_model(*args)
+    name = f"preset {preset} (random weights)" if preset else f"model {model} rate {rate or 0}"
+    gpu = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
+    lines = [
+        f"{name} · {width}x{height} · device {device} ({gpu}) · torch {torch.__version__} · "
+        f"{torch.get_num_threads()} threads · median of {runs} runs after {warmup} warm-up",
+        "",
+        "**decode**",
+        "",
+        *time_decode(net, height, width, runs, warmup, steps),
+        "",
+        "**encode**",
+        "",
+        *time_encode(net, height, width, runs, warmup),
+    ]
+    if memory:
+        del net
+        ctx = multiprocessing.get_context("spawn")
+        lines += ["", "| phase (fresh process) | RSS after load + encode (MiB) | peak RSS (MiB) |", "|---|---:|---:|"]
+        for phase in ("encode", "decode"):
+            with ctx.Pool(1) as pool:
+                loaded, peak = pool.apply(_memory_child, (phase, args, height, width, threads))
+            lines.append(f"| {phase} | {loaded:.0f} | {peak:.0f} |")
     return "\n".join(lines)

@@ -56,12 +56,44 @@ PRESETS: dict[str, dict] = {
             guidance_backbone="vit_huge_patch14_clip_224",  # OpenCLIP ViT-H/14 image tower (laion2b weights)
         ),
     ),
+    # Sized for two CPU cores (docs/benchmarks.md has the per-stage budget): attention only at 1/32,
+    # one resnet per level, a 16-channel VAE decoder at full resolution; the frozen prior (its own KL
+    # autoencoder and UNet) is pre-trained in stage 0 and shipped in the package's base folder; the
+    # guidance backbone is ImageNet EfficientNet-Lite0 (no ViT weights exist offline).
     "nano": dict(
         latent_channels=96,
         hyper_channels=96,
         encoder_channels=(16, 32, 64, 128, 192),
         decoder_channels=(128, 64, 32, 24, 16),
         decoder_res_blocks=3,
+        diffusion=dict(
+            base="../base",
+            unet=dict(
+                sample_size=64,
+                block_out_channels=[64, 128, 256],
+                layers_per_block=1,
+                down_block_types=["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
+                up_block_types=["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
+                cross_attention_dim=256,
+                attention_head_dim=8,
+                norm_num_groups=16,
+            ),
+            vae=dict(
+                block_out_channels=[16, 32, 64, 64],
+                down_block_types=["DownEncoderBlock2D"] * 4,
+                up_block_types=["UpDecoderBlock2D"] * 4,
+                latent_channels=4,
+                layers_per_block=1,
+                norm_num_groups=8,
+                mid_block_add_attention=False,
+                scaling_factor=1.0,  # set from the latents' std when the prior is trained (stage 0)
+            ),
+            lora_rank=8,
+            side_channels=64,
+            transform_channels=96,
+            transform_blocks=2,
+            guidance_backbone="efficientnet_lite0",
+        ),
     ),
     "tiny": dict(
         latent_channels=8,

@@ -117,13 +117,29 @@ class SodecModel(nn.Module):
         return streams
 
     @torch.no_grad()
-    def decompress(self, streams: LatentStreams, height: int, width: int, decoder: Decoder = "auto") -> Tensor:
-        """Decode to ``(1,3,height,width)`` float RGB in [0,1]; ``decoder`` picks the diffusion or Da path."""
+    def decompress(
+        self,
+        streams: LatentStreams,
+        height: int,
+        width: int,
+        decoder: Decoder = "auto",
+        tile: int = 64,
+        overlap: int = 8,
+    ) -> Tensor:
+        """Decode to ``(1,3,height,width)`` float RGB in [0,1]; ``decoder`` picks the diffusion or Da path.
+
+        Latents larger than ``tile`` ŷ pixels (16·tile image pixels) are synthesised in overlapping tiles
+        (``overlap`` ŷ pixels, blended), which bounds peak memory; smaller ones in one piece.
+        """
+        from sodec.models.tiling import synthesize_tiled
+
         m = self.config.downsampling
         latent_hw = (-(-height // m) * m // 16, -(-width // m) * m // 16)
         y_hat, z_hat = self.compression.decompress(streams, latent_hw)
         device = next(self.fidelity.parameters()).device
-        x_hat = self.synthesize(y_hat.to(device), z_hat.to(device), decoder)["x_hat"]
+        x_hat = synthesize_tiled(
+            lambda y, z: self.synthesize(y, z, decoder)["x_hat"], y_hat.to(device), z_hat.to(device), tile, overlap
+        )
         return x_hat[..., :height, :width].clamp(0, 1)
 
     # ---------------------------------------------------------------------------------------- identity

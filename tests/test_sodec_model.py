@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -64,6 +65,12 @@ def test_frozen_bases_are_part_of_the_identity(tiny_sodec_dir, tmp_path):
     key = sorted(state)[0]
     state[key] = state[key] + 1e-3
     save_file(state, str(vae_file))
+    with pytest.raises(ModelError, match="not the ones this model was trained on"):
+        SodecModel.from_pretrained(tmp_path / "fam" / "rate-0")
+    # Without the recorded base hash the model loads, but its identity (and so its files) changes.
+    config = json.loads((tmp_path / "fam" / "rate-0" / "config.json").read_text())
+    del config["diffusion"]["base_hash"]
+    (tmp_path / "fam" / "rate-0" / "config.json").write_text(json.dumps(config))
     a = SodecModel.from_pretrained(tiny_sodec_dir / "rate-0").content_hash()
     b = SodecModel.from_pretrained(tmp_path / "fam" / "rate-0").content_hash()
     assert a != b

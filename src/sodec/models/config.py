@@ -21,6 +21,7 @@ class DiffusionConfig:
     """
 
     base: str | None = None
+    base_hash: str | None = None  # SHA-256 of the frozen bases the model was trained on (checked at load)
     unet: dict[str, Any] = field(default_factory=dict)
     vae: dict[str, Any] = field(default_factory=dict)
     timestep: int = 999

@@ -66,6 +66,11 @@ class SodecModel(nn.Module):
 
         bases = load_bases(d, folder, random=random_bases)
         self._bases_hash = bases_hash(bases)  # before LoRA renames the UNet's weights
+        if d.base_hash is not None and not random_bases and self._bases_hash != d.base_hash:
+            raise ModelError(
+                f"the diffusion bases at {d.base!r} are not the ones this model was trained on "
+                f"(content hash {self._bases_hash[:16]}…, expected {d.base_hash[:16]}…)"
+            )
         self.hyper_synthesis = HyperSynthesis(config.hyper_channels, d.side_channels)
         self.transform = LatentTransform(
             config.latent_channels, d.side_channels, d.transform_channels, d.transform_blocks,
@@ -182,6 +187,8 @@ class SodecModel(nn.Module):
             raise ModelError("cannot save a model whose LoRA was merged; save before merge_lora()")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.has_diffusion:
+            self.config.diffusion.base_hash = self._bases_hash
         state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "sha256": self.content_hash()})
         (folder / CONFIG_NAME).write_text(self.config.to_json())

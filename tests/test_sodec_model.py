@@ -119,3 +119,21 @@ def test_cli_round_trip_is_identical_across_processes_and_threads(tmp_path, phot
     with Image.open(tmp_path / "f.png") as f, Image.open(tmp_path / "1.png") as d:
         assert f.size == d.size == (128, 96)
         assert not np.array_equal(np.asarray(f), np.asarray(d))
+
+
+def test_bench_reports_every_stage_and_the_speed_up():
+    from sodec import bench
+
+    report = bench.run(preset="tiny", size=(64, 128), runs=1, warmup=0, steps=3, memory=False)
+    for stage in ("entropy decoding", "fidelity decoder Da", "Hs + Ts", "backbone F + Fp", "UNet (one step)",
+                  "VAE decoder Dm", "PNG write", "total decode (one step)", "total decode (3-step DDIM)",
+                  "analysis E + Ha", "total encode"):  # fmt: skip
+        assert f"| {stage}" in report, stage
+    assert "measured speed-up" in report and "ideal" in report
+
+
+def test_bench_refuses_half_precision_on_cpu():
+    from sodec import bench
+
+    with pytest.raises(SystemExit, match="only on GPU"):
+        bench.run(preset="tiny", dtype="bfloat16", memory=False)

@@ -51,21 +51,25 @@ class StageTimes:
         return lines
 
 
-def build_model(model: str, rate: int | None, preset: str | None, random_weights: bool, device: str) -> SodecModel:
-    """The model to time: a bundled name or folder, or a preset with random frozen bases (speed only)."""
+def build_model(model: str, rate: int | None, preset: str | None, device: str, dtype: str) -> SodecModel:
+    """The model to time: a bundled name or folder, or a preset's graph with random weights (speed does not
+    depend on weight values)."""
+    if dtype != "float32" and not device.startswith("cuda"):
+        raise SystemExit(f"sodec bench: {dtype} only on GPU (bf16 is ~300x slower than fp32 on CPUs without it)")
     if preset is not None:
         from sodec.models import preset_config
 
-        if not random_weights and preset_config(preset).diffusion is not None:
-            raise SystemExit("sodec bench: --preset needs --random-weights (or use --model FOLDER)")
         torch.manual_seed(0)
         net = SodecModel(preset_config(preset), random_bases=True).eval()
         net.update()
         net.merge_lora()
-        return net.to(device)
-    from sodec import api
+        net = net.to(device)
+    else:
+        from sodec import api
 
-    return api.load_model(model, rate, device)
+        net = api.load_model(model, rate, device)
+    net.set_synthesis_dtype(getattr(torch, dtype))
+    return net
 
 
 def ddim_chain(net: SodecModel, y_t: torch.Tensor, tokens: torch.Tensor, steps: int) -> torch.Tensor:
@@ -171,20 +175,20 @@ def _memory_child(phase: str, args: tuple, height: int, width: int, threads: int
 
 
 def run(
-    model: str = "nano", rate: int | None = None, preset: str | None = None, random_weights: bool = False,
-    size: tuple[int, int] = (512, 768), runs: int = 5, warmup: int = 1, steps: int = 50, device: str = "cpu",
+    model: str = "nano", rate: int | None = None, preset: str | None = None, size: tuple[int, int] = (512, 768),
+    runs: int = 5, warmup: int = 1, steps: int = 50, device: str = "cpu", dtype: str = "float32",
     threads: int | None = None, memory: bool = True,
 ) -> str:  # fmt: skip
     """Run the benchmark and return a Markdown report."""
     if threads:
         torch.set_num_threads(threads)
     height, width = size
-    args = (model, rate, preset, random_weights, device)
+    args = (model, rate, preset, device, dtype)
     net = build_model(*args)
     name = f"preset {preset} (random weights)" if preset else f"model {model} rate {rate or 0}"
     gpu = torch.cuda.get_device_name() if device.startswith("cuda") else platform.processor() or platform.machine()
     lines = [
-        f"{name} · {width}x{height} · device {device} ({gpu}) · torch {torch.__version__} · "
+        f"{name} · {width}x{height} · device {device} ({gpu}) · {dtype} · torch {torch.__version__} · "
         f"{torch.get_num_threads()} threads · median of {runs} runs after {warmup} warm-up",
         "",
         "**decode**",

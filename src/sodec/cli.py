@@ -145,8 +145,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     height, width = args.size
     print(
         bench.run(
-            args.model, args.rate, args.preset, args.random_weights, (height, width), args.runs, args.warmup,
-            args.steps, args.device, args.threads, memory=not args.no_memory,
+            args.model, args.rate, args.preset, (height, width), args.runs, args.warmup, args.steps,
+            args.device, args.dtype, args.threads, memory=not args.no_memory,
         )
     )  # fmt: skip
     return 0
@@ -199,13 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="decode/encode latency per stage, one-step vs N-step speed-up, peak memory")
     p.add_argument("--model", default="nano", help="bundled model name or model folder")
     p.add_argument("--rate", type=int, default=None)
-    p.add_argument("--preset", choices=("paper", "nano", "tiny"), help="time a preset's graph instead of a model")
-    p.add_argument("--random-weights", action="store_true", help="with --preset: random frozen bases (speed only)")
+    p.add_argument("--preset", choices=("paper", "nano", "tiny"), help="time a preset's graph (random weights)")
+    p.add_argument("--random-weights", action="store_true", help="say so explicitly: --preset always uses them")
     p.add_argument("--size", type=int, nargs=2, default=(512, 768), metavar=("H", "W"), help="image size")
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps of the multi-step baseline")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--dtype", choices=("float32", "float16", "bfloat16"), default="float32", help="GPU only if not fp32"
+    )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -93,6 +93,8 @@ class SodecModel(nn.Module):
 
         ŷ ``(B,C,h,w)``, ẑ ``(B,N,h/4,w/4)`` → images ``(B,3,16h,16w)``, latents ``(B,4,2h,2w)``.
         """
+        dtype = self.fidelity.tail[-1].weight.dtype  # synthesis may run in half precision on a GPU
+        y_hat, z_hat = y_hat.to(dtype), z_hat.to(dtype)
         x_f = self.fidelity(y_hat)
         if decoder == "fidelity" or (decoder == "auto" and not self.has_diffusion):
             return {"x_f": x_f, "x_hat": x_f}
@@ -108,6 +110,13 @@ class SodecModel(nn.Module):
         out = self.compression(x)
         out.update(self.synthesize(out["y_hat"], out["z_hat"], decoder))
         return out
+
+    def set_synthesis_dtype(self, dtype: torch.dtype) -> None:
+        """Run every decoder-side network in ``dtype`` (fp16/bf16 on GPU); the coder stays exact."""
+        synthesis = ["fidelity", "hyper_synthesis", "transform", "guidance", "projector", "denoiser", "latent_decoder"]
+        for name in synthesis:
+            if hasattr(self, name):
+                getattr(self, name).to(dtype)
 
     # ------------------------------------------------------------------------------------------- coding
     def update(self) -> None:
@@ -145,7 +154,7 @@ class SodecModel(nn.Module):
         x_hat = synthesize_tiled(
             lambda y, z: self.synthesize(y, z, decoder)["x_hat"], y_hat.to(device), z_hat.to(device), tile, overlap
         )
-        return x_hat[..., :height, :width].clamp(0, 1)
+        return x_hat[..., :height, :width].float().clamp(0, 1)
 
     # ---------------------------------------------------------------------------------------- identity
     def trainable_state_dict(self) -> dict[str, Tensor]:

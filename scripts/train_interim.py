@@ -66,6 +66,7 @@ def main() -> None:
     photos = load_photos(args.photos, 1024)
     config = preset_config(
         "nano",
+        diffusion=None,  # stage 1 only: compression module + fidelity decoder
         rate_point=args.rate_point,
         lmbda=args.lmbda,
         extra={

@@ -61,6 +61,8 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
             unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", local_files_only=local_only)
             vae = AutoencoderKL.from_pretrained(base, subfolder="vae", local_files_only=local_only)
         except (OSError, ValueError) as e:
+            if config.base.startswith((".", "/", "~")):  # a folder, not a hub id
+                raise ModelError(f"no diffusion base folder (with unet/ and vae/) at {base}") from None
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelError(
                 f"cannot load the diffusion base {config.base!r} (needs unet/ and vae/): {first}. Download it "
@@ -93,7 +95,7 @@ def tensors_hash(state: dict[str, torch.Tensor]) -> str:
     for name, t in sorted(state.items()):
         t = t.detach().cpu().contiguous()
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 

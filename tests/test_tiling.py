@@ -59,3 +59,24 @@ def test_tiled_model_decoding_matches_in_the_tile_interiors(tiny_sodec_dir, phot
 def test_bad_tile_arguments():
     with pytest.raises(ValueError):
         synthesize_tiled(_upsample, torch.randn(1, 3, 8, 8), torch.randn(1, 2, 2, 2), tile=6, overlap=2)
+
+
+def test_cli_tile_option(tmp_path, tiny_sodec_dir, photo_rgb, capsys):
+    import numpy as np
+    from PIL import Image
+
+    from sodec import api
+    from sodec.cli import main
+
+    Image.fromarray(np.tile(photo_rgb, (3, 3, 1))).save(tmp_path / "big.png")  # 288 x 384
+    model = str(tiny_sodec_dir)
+    assert main(["compress", str(tmp_path / "big.png"), "-o", str(tmp_path / "b.sodec"), "--model", model]) == 0
+    assert main(["decompress", str(tmp_path / "b.sodec"), "-o", str(tmp_path / "t.png"), "--model", model,
+                 "--tile", "8"]) == 0  # fmt: skip
+    expected, _ = api.decompress_bytes((tmp_path / "b.sodec").read_bytes(), model, tile=8)
+    with Image.open(tmp_path / "t.png") as im:
+        assert np.array_equal(np.asarray(im), np.asarray(expected))
+    capsys.readouterr()
+    assert main(["decompress", str(tmp_path / "b.sodec"), "-o", str(tmp_path / "u.png"), "--model", model,
+                 "--tile", "6"]) == 2  # fmt: skip
+    assert "tile must be" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from PIL import Image
 
 from sodec import container
 from sodec.container import ColorMode, Header, SodecFile, bits_per_pixel
-from sodec.errors import ModelError, OutputExistsError
+from sodec.errors import ModelError, OutputExistsError, SodecError
 from sodec.imageio import atomic_write, from_rgb_array, load_image, to_rgb_array
 from sodec.models import SodecModel
 from sodec.models.compression import LatentStreams
@@ -134,18 +134,25 @@ def model_for(header: Header, model: str | os.PathLike | SodecModel | None = Non
 
 
 def decompress_bytes(
-    data: bytes, model: str | os.PathLike | SodecModel | None = None, device: str = "cpu", decoder: str = "auto"
+    data: bytes,
+    model: str | os.PathLike | SodecModel | None = None,
+    device: str = "cpu",
+    decoder: str = "auto",
+    tile: int = 64,
 ) -> tuple[Image.Image, Header]:
     """Decode the bytes of a `.sodec` file to a Pillow image (RGB or L, per the header).
 
     ``decoder``: ``auto`` (the model's diffusion decoder if it has one), ``diffusion`` or ``fidelity`` (x̂_f:
-    faster, more faithful, blurrier).
+    faster, more faithful, blurrier).  Latents beyond ``tile`` pixels (16·tile image pixels) are
+    decoded in overlapping tiles, which bounds memory.
     """
+    if tile < 8 or tile % 4:
+        raise SodecError(f"tile must be a multiple of 4 and at least 8 latent pixels, got {tile}")
     file = container.unpack(data)
     header = file.header
     net = model_for(header, model, device)
     streams = LatentStreams(file.z_stream, file.y_stream, header.latent_check)
-    x_hat = net.decompress(streams, header.height, header.width, decoder)
+    x_hat = net.decompress(streams, header.height, header.width, decoder, tile=tile, overlap=min(8, tile // 8 * 4))
     return from_rgb_array(_to_uint8(x_hat), header.color_mode), header
 
 
@@ -188,11 +195,12 @@ def decompress_file(
     force: bool = False,
     device: str = "cpu",
     decoder: str = "auto",
+    tile: int = 64,
 ) -> FileResult:
     """Decode a `.sodec` file to a PNG, written atomically."""
     source, output = Path(source), Path(output)
     _check_output(output, force)
     data = source.read_bytes()
-    image, header = decompress_bytes(data, model, device, decoder)
+    image, header = decompress_bytes(data, model, device, decoder, tile)
     atomic_write(output, image=image)
     return FileResult(source, output, len(data), header.width, header.height)

@@ -92,7 +92,9 @@ def cmd_decompress(args: argparse.Namespace) -> int:
     model = None if args.model is None else args.model
 
     def job(src: Path, dst: Path) -> str:
-        r = api.decompress_file(src, dst, model, force=args.force, device=args.device, decoder=args.decoder)
+        r = api.decompress_file(
+            src, dst, model, force=args.force, device=args.device, decoder=args.decoder, tile=args.tile
+        )
         return f"{src} -> {dst}: {r.width}x{r.height}, {r.bpp:.4f} bpp"
 
     return _run_batch(pairs, job, args.quiet)
@@ -180,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "diffusion", "fidelity"),
         default="auto",
         help="diffusion (one UNet step) or fidelity (Da: faster, more faithful, blurrier); auto: the model's best",
+    )
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=64,
+        help="tile size in latent pixels (x16 image pixels; multiple of 4) for large images",
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")

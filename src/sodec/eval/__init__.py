@@ -1,0 +1,1 @@
+"""Evaluation: perceptual metrics that run offline (weights converted once to safetensors)."""

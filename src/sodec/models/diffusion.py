@@ -13,8 +13,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from peft import LoraConfig
 from torch import Tensor, nn
 
-# LoRA targets: attention projections and resnet convolutions (DESIGN.md; rank 16 by default).
-DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
+from sodec.models.config import DEFAULT_LORA_TARGETS
+
 ADAPTER_NAME = "sodec"
 
 

@@ -43,8 +43,8 @@ def main() -> None:
     rgb, _ = load_image(args.image or api.example_image())
     f = container.unpack(api.compress_image(model, rgb))
     h = f.header
-    hw = (-(-h.height // 64) * 4, -(-h.width // 64) * 4)
-    y_hat, _ = model.compression.decompress(LatentStreams(f.z_stream, f.y_stream, h.latent_check), hw)
+    streams = LatentStreams(f.z_stream, f.y_stream, h.latent_check)
+    y_hat, _ = model.compression.decompress(streams, model.latent_size(h.height, h.width))
     ref = decode(model, y_hat)
     variants = {
         "1 thread": dict(threads=1),

@@ -108,11 +108,11 @@ def _png(x: torch.Tensor) -> bytes:
     """The PNG ``sodec decompress`` would write (same zlib level)."""
     from PIL import Image
 
+    from sodec.api import _to_uint8
     from sodec.imageio import PNG_COMPRESS_LEVEL
 
     buf = io.BytesIO()
-    rgb = x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(rgb).save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+    Image.fromarray(_to_uint8(x.float().clamp(0, 1))).save(buf, "PNG", compress_level=PNG_COMPRESS_LEVEL)
     return buf.getvalue()
 
 
@@ -123,8 +123,7 @@ def time_decode(net: SodecModel, height: int, width: int, runs: int, warmup: int
     s = StageTimes()
     with torch.no_grad():
         streams = net.compress(x)
-        m = net.config.downsampling
-        hw = (-(-height // m) * m // 16, -(-width // m) * m // 16)
+        hw = net.latent_size(height, width)
         y_hat, z_hat = s.time(
             "entropy decoding (ẑ, P, ŷ)", lambda: net.compression.decompress(streams, hw), runs, warmup, device
         )
@@ -151,7 +150,7 @@ def time_decode(net: SodecModel, height: int, width: int, runs: int, warmup: int
                 xf = net.fidelity(yh)
                 yt = net.transform(yh, net.hyper_synthesis(zh))
                 y0 = ddim_chain(net, yt, net.projector(net.guidance(xf.clamp(0, 1))), steps)
-                return _png(net.latent_decoder(y0)[..., :height, :width].float())
+                return _png(net.latent_decoder(y0)[..., :height, :width])
 
             # The three figures of the ratio are taken interleaved, round by round, so that drift of the
             # machine's speed during the run does not land on one of them only.

@@ -130,6 +130,11 @@ class SodecModel(nn.Module):
         streams, _, _ = self.compression.compress(x)
         return streams
 
+    def latent_size(self, height: int, width: int) -> tuple[int, int]:
+        """ŷ's (h, w) for an image of ``height`` x ``width``: padded to the model's multiple, then / 16."""
+        m = self.config.downsampling
+        return -(-height // m) * m // 16, -(-width // m) * m // 16
+
     @torch.no_grad()
     def decompress(
         self,
@@ -147,9 +152,7 @@ class SodecModel(nn.Module):
         """
         from sodec.models.tiling import synthesize_tiled
 
-        m = self.config.downsampling
-        latent_hw = (-(-height // m) * m // 16, -(-width // m) * m // 16)
-        y_hat, z_hat = self.compression.decompress(streams, latent_hw)
+        y_hat, z_hat = self.compression.decompress(streams, self.latent_size(height, width))
         device = next(self.fidelity.parameters()).device
         x_hat = synthesize_tiled(
             lambda y, z: self.synthesize(y, z, decoder)["x_hat"], y_hat.to(device), z_hat.to(device), tile, overlap

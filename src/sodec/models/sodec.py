@@ -61,7 +61,7 @@ class SodecModel(nn.Module):
             return
         from sodec.models.bases import bases_hash, load_bases
         from sodec.models.diffusion import LatentDecoder, OneStepDenoiser, alphas_cumprod
-        from sodec.models.guidance import GuidanceProjector
+        from sodec.models.guidance import ConstantTokens, GuidanceProjector, HyperpriorTokens
         from sodec.models.transform import HyperSynthesis, LatentTransform
 
         bases = load_bases(d, folder, random=random_bases)
@@ -77,7 +77,12 @@ class SodecModel(nn.Module):
             bases.unet.config.in_channels,
         )  # fmt: skip
         self.guidance = bases.guidance
-        self.projector = GuidanceProjector(bases.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
+        if d.guidance == "fgm":  # the paper's fidelity guidance; the others are its ablations
+            self.projector = GuidanceProjector(bases.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
+        elif d.guidance == "hyperprior":
+            self.projector = HyperpriorTokens(d.side_channels, d.cross_attention_dim)
+        else:
+            self.projector = ConstantTokens(d.guidance_tokens, d.cross_attention_dim, learned=d.guidance == "prompt")
         alpha_bar = alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end)[d.timestep].item()
         self.denoiser = OneStepDenoiser(bases.unet, alpha_bar, d.timestep)
         self.denoiser.add_lora(d.lora_rank, d.lora_alpha, d.lora_targets)
@@ -100,10 +105,20 @@ class SodecModel(nn.Module):
             return {"x_f": x_f, "x_hat": x_f}
         if not self.has_diffusion:
             raise ModelError("this model has no diffusion decoder (use the fidelity decoder)")
-        y_t = self.transform(y_hat, self.hyper_synthesis(z_hat))
-        tokens = self.projector(self.guidance(x_f.clamp(0, 1)))
+        w = self.hyper_synthesis(z_hat)
+        y_t = self.transform(y_hat, w)
+        tokens = self._guidance_tokens(x_f, w)
         y_0 = self.denoiser(y_t, tokens)
         return {"x_f": x_f, "y_t": y_t, "y_0": y_0, "x_hat": self.latent_decoder(y_0)}
+
+    def _guidance_tokens(self, x_f: Tensor, w: Tensor) -> Tensor:
+        """c_g ``(B,L,D)``: from x̂_f through F and Fp (``fgm``), from w = Hs(ẑ), or a constant token set."""
+        mode = self.config.diffusion.guidance
+        if mode == "fgm":
+            return self.projector(self.guidance(x_f.clamp(0, 1)))
+        if mode == "hyperprior":
+            return self.projector(w)
+        return self.projector(x_f.shape[0])
 
     def forward(self, x: Tensor, decoder: Decoder = "auto") -> dict:
         """``x`` ``(B,3,H,W)`` in [0,1], sides multiples of 64 → ``x_hat`` (same shape), ``x_f``, likelihoods."""

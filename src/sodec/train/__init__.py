@@ -1,0 +1,1 @@
+"""Training: the three-stage rate-annealing recipe (and nano's stage-0 prior) on accelerate."""

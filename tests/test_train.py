@@ -1,0 +1,196 @@
+"""The training recipe on the tiny preset: every stage runs and learns, λ moves the rate, resuming is exact."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from PIL import Image
+from safetensors.torch import load_file
+
+from sodec.models import SodecModel
+from sodec.train.checkpoint import list_checkpoints
+from sodec.train.config import ConfigError, LossSection, from_dict, load_config
+from sodec.train.data import RandomCrops, StreamSampler
+from sodec.train.loop import train
+from sodec.train.losses import lmbda_at
+
+
+@pytest.fixture(scope="module")
+def one_photo(tmp_path_factory, photo_rgb) -> Path:
+    """A folder with one 64x64 photo: with 64-pixel crops and no flips every batch is the same."""
+    folder = tmp_path_factory.mktemp("data") / "one"
+    folder.mkdir()
+    Image.fromarray(photo_rgb[16:80, 32:96]).save(folder / "a.png")
+    return folder
+
+
+def tiny(stage: str, out: Path, photos: Path, steps: int = 25, **sections) -> dict:
+    d = {
+        "stage": stage,
+        "out": str(out),
+        "steps": steps,
+        "log_every": 1,
+        "checkpoint_every": 1000,
+        "model": {"preset": "tiny", "random_bases": False},
+        "data": {"train": str(photos), "val": str(photos), "crop": 64, "batch_size": 2, "flip": False},
+        "optim": {"lr": 2e-3, "grad_clip": 1.0},
+        "loss": {"mse": 0.075 * 2**-5},
+        "val": {"every": 0, "images": 1, "size": [64, 64]},
+    }
+    for key, value in sections.items():
+        d[key] = {**d.get(key, {}), **value} if isinstance(value, dict) else value
+    return d
+
+
+def losses(run: Path, column: str = "loss") -> list[float]:
+    with (run / "log.csv").open() as f:
+        return [float(r[column]) for r in csv.DictReader(f)]
+
+
+def falls(values: list[float], k: int = 5) -> bool:
+    return np.mean(values[-k:]) < np.mean(values[:k])
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, one_photo) -> dict[str, Path]:
+    """Every stage in order, each started from the previous stage's export, as the nano configs do."""
+    root = tmp_path_factory.mktemp("runs")
+    runs = {}
+    torch.manual_seed(0)
+    runs["prior-vae"] = train(from_dict(tiny("prior-vae", root / "vae", one_photo, val={"every": 25})), False)
+    runs["prior-unet"] = train(
+        from_dict(tiny("prior-unet", root / "unet", one_photo, model={"init": str(runs["prior-vae"]),
+                                                                     "random_bases": True})),
+        False,
+    )  # fmt: skip
+    base = str(runs["prior-unet"] / "final")
+    runs["rd"] = train(from_dict(tiny("rd", root / "rd", one_photo, loss={"lmbda": 0.5})), False)
+    for stage, prev, loss in (
+        ("warmup", "rd", {"alignment": 0.002}),
+        ("anneal", "warmup", {"lmbda": 0.1, "lmbda_end": 1.0, "alignment": 0.002}),
+        ("adversarial", "anneal", {"lmbda": 1.0, "adversarial": 0.15}),
+    ):
+        model = {"base": base, "init": str(runs[prev])}
+        runs[stage] = train(from_dict(tiny(stage, root / stage, one_photo, model=model, loss=loss)), False)
+    return runs
+
+
+@pytest.mark.parametrize("stage", ["prior-vae", "prior-unet", "rd", "warmup", "anneal", "adversarial"])
+def test_every_stage_learns_and_exports(chain, stage):
+    run = chain[stage]
+    assert falls(losses(run)), losses(run)
+    final = run / "final"
+    if stage == "prior-vae":
+        assert (final / "vae" / "config.json").is_file()
+    elif stage == "prior-unet":
+        assert {p.name for p in final.iterdir()} >= {"unet", "vae", "guidance.safetensors", "projector.safetensors"}
+    else:  # a model folder that codes and decodes
+        model = SodecModel.from_pretrained(final)
+        assert model.has_diffusion == (stage != "rd")
+        x = torch.rand(1, 3, 64, 64)
+        streams = model.compress(x)
+        assert model.decompress(streams, 64, 64).shape == (1, 3, 64, 64)
+
+
+def test_stage_vae_validation_writes_samples(chain):
+    run = chain["prior-vae"]
+    assert (run / "samples" / "step-0000025" / "a-x_hat.png").is_file()
+    assert "psnr" in (run / "val.csv").read_text().splitlines()[0]
+
+
+def test_warmup_keeps_the_compression_module_frozen(chain):
+    before = load_file(str(chain["rd"] / "final" / "model.safetensors"))
+    after = load_file(str(chain["warmup"] / "final" / "model.safetensors"))
+    encoder = [k for k in before if k.startswith("compression.encoder.")]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    fidelity = [k for k in before if k.startswith("fidelity.")]
+    assert any(not torch.equal(before[k], after[k]) for k in fidelity)  # Da trains in stage 2
+
+
+def test_anneal_raises_lambda_along_the_schedule(chain):
+    with (chain["anneal"] / "log.csv").open() as f:
+        lmbdas = [float(r["lmbda"]) for r in csv.DictReader(f)]
+    assert lmbdas[0] == pytest.approx(0.1) and lmbdas == sorted(lmbdas) and lmbdas[-1] > 0.8
+
+
+def test_a_higher_rate_weight_gives_a_lower_rate(tmp_path, one_photo):
+    bpp = {}
+    for lmbda in (0.0, 20.0):
+        torch.manual_seed(0)
+        run = train(from_dict(tiny("rd", tmp_path / str(lmbda), one_photo, steps=40, loss={"lmbda": lmbda})), False)
+        bpp[lmbda] = np.mean(losses(run, "bpp")[-5:])
+    assert bpp[20.0] < 0.7 * bpp[0.0], bpp
+
+
+def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, chain, one_photo):
+    model = {"base": str(chain["prior-unet"] / "final"), "init": str(chain["warmup"])}
+    loss = {"lmbda": 0.1, "lmbda_end": 1.0, "alignment": 0.002, "adversarial": 0.15}
+    common = dict(steps=6, model=model, loss=loss, checkpoint_every=2)
+    train(from_dict(tiny("adversarial", tmp_path / "whole", one_photo, **common)), False)
+    half = tiny("adversarial", tmp_path / "split", one_photo, **common)
+    train(from_dict(half), False, stop_at=3)  # interrupted after step 3 (checkpoints at 2 and 3)
+    assert [p.name for p in list_checkpoints(tmp_path / "split" / "checkpoints")] == ["step-0000002", "step-0000003"]
+    assert not (tmp_path / "split" / "final").exists()
+    train(from_dict(half), False)
+    a = load_file(str(tmp_path / "whole" / "checkpoints" / "step-0000006" / "state.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoints" / "step-0000006" / "state.safetensors"))
+    assert a.keys() == b.keys() and any(k.startswith("disc/") or "/disc." in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    logs = [[row[:-1] for row in csv.reader((tmp_path / run / "log.csv").open())] for run in ("whole", "split")]
+    assert logs[0] == logs[1] and len(logs[0]) == 7  # header + 6 steps, same losses; only "seconds" differ
+
+
+def test_lambda_schedules():
+    exp = LossSection(lmbda=1.0, lmbda_end=16.0, lmbda_shape="exp", lmbda_start_step=10, lmbda_steps=100)
+    assert lmbda_at(exp, 0, 200) == 1.0 and lmbda_at(exp, 60, 200) == pytest.approx(4.0)
+    assert lmbda_at(exp, 110, 200) == pytest.approx(16.0) and lmbda_at(exp, 500, 200) == pytest.approx(16.0)
+    step = LossSection(lmbda=1.0, lmbda_end=8.0, lmbda_shape="step", lmbda_levels=4, lmbda_steps=100)
+    assert [lmbda_at(step, s, 100) for s in (0, 30, 60, 99)] == pytest.approx([1.0, 2.0, 4.0, 8.0])
+    assert lmbda_at(LossSection(lmbda=2.0), 50, 100) == 2.0
+
+
+def test_crops_are_a_pure_function_of_their_position(tmp_path, photo_rgb):
+    Image.fromarray(photo_rgb).save(tmp_path / "big.png")  # 128x96
+    Image.fromarray(photo_rgb[:40, :40]).save(tmp_path / "small.png")  # would need upscaling: left out
+    data = RandomCrops(tmp_path, crop=64, min_scale=0.5, seed=3)
+    assert len(data.photos) == 1
+    assert torch.equal(data[17], RandomCrops(tmp_path, crop=64, min_scale=0.5, seed=3)[17])
+    assert not torch.equal(data[17], data[18]) and data[5].shape == (3, 64, 64)
+    sampler = iter(StreamSampler(start=10, rank=1, world=4))
+    assert [next(sampler) for _ in range(3)] == [11, 15, 19]
+
+
+def test_config_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("stage: rd\nout: x\nsteps: 1\nloss: {lmbda: 1, lambda: 2}\n")
+    r = run_cli("train", str(bad))
+    assert r.returncode == 2 and r.stderr.strip() == "sodec: error: unknown config keys: ['loss.lambda']"
+    with pytest.raises(ConfigError, match="unknown stage"):
+        from_dict({"stage": "stage9", "out": "x", "steps": 1})
+
+
+def test_shipped_configs_validate():
+    configs = [p for p in sorted(Path(__file__).parents[1].glob("configs/**/*.yaml")) if not p.name.startswith("_")]
+    assert len(configs) >= 10
+    for path in configs:
+        load_config(path)
+
+
+def test_ms_ssim_term(one_photo):
+    config = from_dict(tiny("rd", Path("unused"), one_photo, data={"crop": 192}, loss={"ms_ssim": 1.0}))
+    from sodec.train.stages import build_stage
+
+    stage = build_stage(config)
+    x = torch.rand(1, 3, 192, 192)
+    x_hat = (x + 0.1 * torch.randn_like(x)).clamp(0, 1).requires_grad_()
+    term = stage.distortion(x, x_hat)["ms_ssim"]
+    term.backward()
+    assert 0 < term.item() < 1 and x_hat.grad.abs().sum() > 0
+    assert stage.distortion(x, x)["ms_ssim"].item() == pytest.approx(0, abs=1e-5)
+    with pytest.raises(ConfigError, match="crop > 160"):
+        from_dict(tiny("rd", Path("unused"), one_photo, loss={"ms_ssim": 1.0}))

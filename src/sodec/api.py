@@ -8,6 +8,7 @@ image, header = decompress_bytes(data, model)      # a Pillow image
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -81,15 +82,28 @@ def model_id(model: SodecModel) -> bytes:
 
 
 def _to_tensor(rgb: np.ndarray, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).to(device).permute(2, 0, 1)[None].float().div(255)
+    """``(1,3,H,W)`` uint8, sharing ``rgb``'s memory on the CPU: the model converts to float (tile by tile)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a read-only array (from Pillow): the tensor is only read
+        return torch.from_numpy(np.ascontiguousarray(rgb, dtype=np.uint8)).to(device).permute(2, 0, 1)[None]
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return x[0].mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return x[0].mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
 
 
-def compress_image(model: SodecModel, image: str | os.PathLike | Image.Image | np.ndarray) -> bytes:
-    """Compress an image file, Pillow image or ``(H, W, 3)`` uint8 array to the bytes of a `.sodec` file."""
+def _check_tile(tile: int) -> None:
+    if tile < 8 or tile % 4:
+        raise SodecError(f"tile must be a multiple of 4 and at least 8 latent pixels, got {tile}")
+
+
+def compress_image(model: SodecModel, image: str | os.PathLike | Image.Image | np.ndarray, tile: int = 64) -> bytes:
+    """Compress an image file, Pillow image or ``(H, W, 3)`` uint8 array to the bytes of a `.sodec` file.
+
+    Images larger than ``tile`` latent pixels (16·tile image pixels) on a side are analysed in tiles with an
+    exact context halo, which bounds memory (:meth:`SodecModel.compress`).
+    """
+    _check_tile(tile)
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError("arrays must be (H, W, 3) uint8 RGB")
@@ -101,7 +115,7 @@ def compress_image(model: SodecModel, image: str | os.PathLike | Image.Image | n
     height, width = rgb.shape[:2]
     container.check_size(width, height)
     device = next(model.parameters()).device
-    streams = model.compress(_to_tensor(rgb, device))
+    streams = model.compress(_to_tensor(rgb, device), tile=tile)
     cfg = model.config
     header = Header(cfg.name, model_id(model), cfg.rate_point, width, height, mode, streams.latent_check)
     return container.pack(SodecFile(header, streams.z_stream, streams.y_stream))
@@ -146,8 +160,7 @@ def decompress_bytes(
     faster, more faithful, blurrier).  Latents beyond ``tile`` pixels (16·tile image pixels) are
     decoded in overlapping tiles, which bounds memory.
     """
-    if tile < 8 or tile % 4:
-        raise SodecError(f"tile must be a multiple of 4 and at least 8 latent pixels, got {tile}")
+    _check_tile(tile)
     file = container.unpack(data)
     header = file.header
     net = model_for(header, model, device)
@@ -177,12 +190,12 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def compress_file(
-    source: str | os.PathLike, output: str | os.PathLike, model: SodecModel, force: bool = False
+    source: str | os.PathLike, output: str | os.PathLike, model: SodecModel, force: bool = False, tile: int = 64
 ) -> FileResult:
     """Compress an image file to a `.sodec` file, written atomically."""
     source, output = Path(source), Path(output)
     _check_output(output, force)
-    data = compress_image(model, source)
+    data = compress_image(model, source, tile)
     atomic_write(output, data=data)
     header = container.unpack(data).header
     return FileResult(source, output, output.stat().st_size, header.width, header.height)

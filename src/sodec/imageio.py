@@ -40,6 +40,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".g
 
 _GRAY_MODES = {"L", "1", "I;16", "I;16B", "I;16L", "I;16N", "I", "LA", "La"}
 
+# The process umask, read once at import (os.umask can only be read by setting it): outputs get the usual
+# 0o666 & ~umask, not the 0o600 of the temporary file they are written to.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ColorMode]:
     """Read an image file and apply the colour-mode policy.
@@ -105,6 +110,8 @@ def atomic_write(path: str | os.PathLike, data: bytes | None = None, image: Imag
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             if data is not None:
                 f.write(data)

@@ -131,7 +131,14 @@ class CompressionModule(nn.Module):
         """
         if x.shape[0] != 1:
             raise ValueError("compress codes one image at a time")
-        y = self.encoder(x)
+        return self.compress_latent(self.encoder(x))
+
+    @torch.no_grad()
+    def compress_latent(self, y: Tensor) -> tuple[LatentStreams, Tensor, Tensor]:
+        """Code the analysis output ``y`` ``(1,C,h,w)`` (h, w multiples of 4): what :meth:`compress` does after E.
+
+        The tiled encoder (:func:`sodec.models.tiling.analyze_tiled`) computes ``y`` in pieces and codes it here.
+        """
         z = self.hyper_analysis(y)
         eb = self.entropy_bottleneck
         z_strings = eb.compress(z)

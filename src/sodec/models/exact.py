@@ -100,14 +100,38 @@ class ExactEntropyParameters(nn.Module):
             setattr(self, f"int_shift_{i}", shift)
 
     @torch.no_grad()
-    def exact(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+    def exact(self, z_hat: Tensor, tile: int = 32, halo: int = 2) -> tuple[Tensor, Tensor]:
         """Integer path, bit-identical on every machine.  Returns float32 ``(scales, means)``.
 
         Always runs on the CPU in float64: the result is then exact whatever the BLAS or thread count.
+        ẑ larger than ``tile`` pixels on a side is evaluated in tiles of ``tile`` ẑ pixels, each with
+        ``halo`` pixels of context: an output at ŷ row o depends on ẑ rows (o-7)/4 .. (o+7)/4 only, so a halo
+        of 2 is enough and, every value being an exact integer, the result is identical to the one-piece
+        evaluation (tested), while the float64 activations and convolution buffers are those of one tile
+        (a whole 8K image's take ≈ 2 GB).
         """
         if not self.is_exact_ready:
             raise RuntimeError("integer weights of P are missing: call update() after training")
-        x = _round_half_up(z_hat.detach().to("cpu", torch.float64) * 2.0**ACT_FRAC)
+        z_hat = z_hat.detach().to("cpu")
+        h, w = z_hat.shape[-2:]
+        if h <= tile and w <= tile:
+            return self._exact(z_hat)
+        scales = means = None
+        for r in range(0, h, tile):
+            for c in range(0, w, tile):
+                th, tw = min(tile, h - r), min(tile, w - c)
+                r0, c0 = max(0, r - halo), max(0, c - halo)
+                s, m = self._exact(z_hat[..., r0 : min(h, r + th + halo), c0 : min(w, c + tw + halo)])
+                f = s.shape[-1] // (min(w, c + tw + halo) - c0)  # 4: two stride-2 layers
+                if scales is None:
+                    scales, means = (s.new_empty(*s.shape[:2], f * h, f * w) for _ in range(2))
+                dst = (..., slice(f * r, f * (r + th)), slice(f * c, f * (c + tw)))
+                src = (..., slice(f * (r - r0), f * (r - r0 + th)), slice(f * (c - c0), f * (c - c0 + tw)))
+                scales[dst], means[dst] = s[src], m[src]
+        return scales, means
+
+    def _exact(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        x = _round_half_up(z_hat.to(torch.float64) * 2.0**ACT_FRAC)
         x = x.clamp(-(ACT_LIMIT << ACT_FRAC), ACT_LIMIT << ACT_FRAC)
         for i, layer in enumerate(self.layers):
             w = getattr(self, f"int_weight_{i}").to(torch.float64)

@@ -84,7 +84,7 @@ PRESETS: dict[str, dict] = {
                 up_block_types=["UpDecoderBlock2D"] * 4,
                 latent_channels=4,
                 layers_per_block=1,
-                norm_num_groups=8,
+                norm_num_groups=4,  # 8 groups over 8 channels is instance norm: it erased colour (measured)
                 mid_block_add_attention=False,
                 scaling_factor=1.0,  # set from the latents' std when the prior is trained (stage 0)
             ),

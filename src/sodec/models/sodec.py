@@ -139,10 +139,24 @@ class SodecModel(nn.Module):
         self.compression.update()
 
     @torch.no_grad()
-    def compress(self, x: Tensor) -> LatentStreams:
-        """Code ``x`` ``(1,3,H,W)`` in [0,1] of any size (padded here; the decoder crops back)."""
-        x = pad_to_multiple(x, self.config.downsampling)
-        streams, _, _ = self.compression.compress(x)
+    def compress(self, x: Tensor, tile: int | None = 64, halo: int = 4) -> LatentStreams:
+        """Code ``x`` ``(1,3,H,W)`` of any size (padded here; the decoder crops back): float in [0,1] or uint8.
+
+        Images whose ŷ exceeds ``tile`` pixels (16·tile image pixels) on a side are analysed in tiles with
+        a context halo of ``halo`` ŷ pixels (:func:`sodec.models.tiling.analyze_tiled`: the same y up to
+        float rounding, a bounded peak memory, and no float copy of the whole image); smaller ones, or any
+        image with ``tile=None``, in one piece.  Either way the streams decode with the same decoder.
+        """
+        from sodec.models.tiling import analyze_tiled
+
+        h, w = self.latent_size(*x.shape[-2:])
+        if tile is None or (h <= tile and w <= tile):
+            if not x.is_floating_point():
+                x = x.float().div(255)
+            streams, _, _ = self.compression.compress(pad_to_multiple(x, self.config.downsampling))
+            return streams
+        y = analyze_tiled(self.compression.encoder, x, (h, w), tile, halo)
+        streams, _, _ = self.compression.compress_latent(y)
         return streams
 
     def latent_size(self, height: int, width: int) -> tuple[int, int]:
@@ -172,7 +186,7 @@ class SodecModel(nn.Module):
         x_hat = synthesize_tiled(
             lambda y, z: self.synthesize(y, z, decoder)["x_hat"], y_hat.to(device), z_hat.to(device), tile, overlap
         )
-        return x_hat[..., :height, :width].float().clamp(0, 1)
+        return x_hat[..., :height, :width].float().clamp_(0, 1)  # in place: at 8K each copy is 0.4 GB
 
     # ---------------------------------------------------------------------------------------- identity
     def trainable_state_dict(self) -> dict[str, Tensor]:

@@ -235,8 +235,8 @@ def train(
     bar.close()
 
     if acc.is_main_process:  # export (again, if a resumed run went further than an earlier export)
-        stage.eval()
-        export_batches = [data[i][None].to(acc.device) for i in range(min(16, 4 * config.data.batch_size))]
+        stage.cpu().eval()  # the coder's tables are derived on the CPU (exact integer path)
+        export_batches = [data[i][None] for i in range(min(16, 4 * config.data.batch_size))]
         tmp, final, old = out / ".tmp-final", out / "final", out / ".old-final"
         for folder in (tmp, old):
             shutil.rmtree(folder, ignore_errors=True)

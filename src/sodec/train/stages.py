@@ -334,7 +334,9 @@ class SodecStage(Stage):
 
     def forward(self, x: Tensor, lmbda: float = 0.0) -> dict[str, Tensor]:
         loss_cfg = self.config.loss
-        out = self.model(x)
+        with torch.autocast(x.device.type, enabled=False):  # likelihoods in fp32 under mixed precision
+            out = self.model.compression(x.float())
+        out.update(self.model.synthesize(out["y_hat"], out["z_hat"]))
         bpp = bits_per_pixel(out["likelihoods"], x.shape[0] * x.shape[2] * x.shape[3])
         terms = self.distortion(x, out["x_hat"])
         if not self.freeze_compression:

@@ -249,6 +249,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from sodec.train.ablate import load_ablation, run_ablation
+
+    ablation = load_ablation(args.config)
+    variants = args.variants.split(",") if args.variants else None
+    unknown = set(variants or ()) - set(ablation.variants)
+    if unknown:
+        raise SodecError(f"unknown variants {sorted(unknown)}; the config has {', '.join(ablation.variants)}")
+    run_ablation(ablation, variants, progress=not args.quiet)
+    print((Path(ablation.out) / "ablation.md").read_text(), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sodec", description="SODEC learned image codec for ultra-low bitrates.")
     parser.add_argument("--version", action="version", version=f"sodec {__version__}")
@@ -331,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit", type=float, help="checkpoint and stop after this many seconds")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("ablate", help="train and evaluate each variant of an ablation config, write its table")
+    p.add_argument("config", type=Path, help="e.g. configs/nano/ablation-guidance.yaml (docs/ablations.md)")
+    p.add_argument("--variants", help="comma-separated subset (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_ablate)
 
     p = sub.add_parser("data", help="build the train/val photo set from photographs in Debian packages and wheels")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder: train/, val/, manifest.json")

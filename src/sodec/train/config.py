@@ -32,7 +32,8 @@ class ModelSection:
     base: str | None = None  # frozen diffusion base folder (stage-0 output or SD 2.1-base); overrides the preset's
     random_bases: bool = False  # build the frozen bases with random weights (tests only; never for a real model)
     guidance_weights: str | None = None  # stage prior-unet: safetensors of the guidance backbone ("efficientnet-lite0")
-    init: str | None = None  # model folder or run folder (its final/) whose matching tensors start this stage
+    # model or run folder (its final/) whose matching tensors start this stage; a list: later ones win
+    init: str | list[str] | None = None
     init_projector: bool = True  # warm-start Fp from the base's projector.safetensors (written by prior-unet)
     guidance: str | None = None  # fgm | none | hyperprior | prompt (ablations; None: the preset's, fgm)
     freeze_compression: bool | None = None  # None: frozen in stage warmup only (True in anneal: an ablation)

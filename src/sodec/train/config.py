@@ -110,6 +110,7 @@ class TrainConfig:
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
     log_every: int = 10
+    export_dtype: str = "float32"  # storage precision of final/'s floating-point weights (float16 halves it)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     optim: OptimSection = field(default_factory=OptimSection)
@@ -126,6 +127,8 @@ class TrainConfig:
             raise ConfigError(f"loss.lmbda_shape must be linear, exp, cosine or step (got {self.loss.lmbda_shape!r})")
         if self.loss.ms_ssim > 0 and self.data.crop <= 160:
             raise ConfigError("loss.ms_ssim needs data.crop > 160 (MS-SSIM's five scales)")
+        if self.export_dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"export_dtype must be float32, float16 or bfloat16 (got {self.export_dtype!r})")
         if self.steps < 0 or self.checkpoint_every < 1:
             raise ConfigError("steps must be ≥ 0 and checkpoint_every ≥ 1")
 

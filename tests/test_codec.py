@@ -103,6 +103,15 @@ def test_resolve_model_folder(tiny_model_dir):
     assert api.resolve_model_folder("nano").parent.name == "nano"
 
 
+def test_bundled_nano_rate_points_order_by_size():
+    """The shipped family: rate points 0..3 load offline, and on the bundled photo rate 0 is the smallest file."""
+    with Image.open(api.example_image()) as im:
+        photo = im.convert("RGB")
+    sizes = [len(api.compress_image(api.load_model("nano", rate), photo)) for rate in range(4)]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 4, sizes
+    assert 0.01 < 8 * sizes[0] / (photo.width * photo.height) < 0.2
+
+
 def test_gray_is_restored_as_gray(tiny_model, photo_rgb):
     gray = Image.fromarray(photo_rgb).convert("L")
     image, header = api.decompress_bytes(api.compress_image(tiny_model, gray), tiny_model)

@@ -127,10 +127,30 @@ def test_a_higher_rate_weight_gives_a_lower_rate(tmp_path, one_photo):
     assert bpp[20.0] < 0.7 * bpp[0.0], bpp
 
 
+def test_prior_lr_scale_speeds_up_only_the_factorized_density(tmp_path, one_photo):
+    def weights(name: str, lr: float, scale: float) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        optim = {"lr": lr, "prior_lr_scale": scale}
+        d = tiny("rd", tmp_path / name, one_photo, steps=8, loss={"lmbda": 5.0}, optim=optim)
+        return load_file(str(train(from_dict(d), False) / "final" / "model.safetensors"))
+
+    start, plain, scaled = weights("start", 0.0, 1.0), weights("plain", 1e-3, 1.0), weights("scaled", 1e-3, 20.0)
+
+    def moved(w: dict[str, torch.Tensor], prefix: str) -> float:
+        keys = [k for k in w if k.startswith(prefix) and w[k].is_floating_point() and "quantiles" not in k]
+        assert keys
+        return float(sum((w[k] - start[k]).abs().sum() for k in keys) / sum(start[k].numel() for k in keys))
+
+    density = "compression.entropy_bottleneck.matrices"
+    assert moved(scaled, density) > 8 * moved(plain, density) > 0
+    encoder = "compression.encoder."
+    assert 0.5 < moved(scaled, encoder) / moved(plain, encoder) < 2
+
+
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path, chain, one_photo):
     model = {"base": str(chain["prior-unet"] / "final"), "init": str(chain["warmup"])}
     loss = {"lmbda": 0.1, "lmbda_end": 1.0, "alignment": 0.002, "adversarial": 0.15}
-    common = dict(steps=6, model=model, loss=loss, checkpoint_every=2)
+    common = dict(steps=6, model=model, loss=loss, checkpoint_every=2, optim={"prior_lr_scale": 5.0})
     train(from_dict(tiny("adversarial", tmp_path / "whole", one_photo, **common)), False)
     half = tiny("adversarial", tmp_path / "split", one_photo, **common)
     train(from_dict(half), False, stop_at=3)  # interrupted after step 3 (checkpoints at 2 and 3)

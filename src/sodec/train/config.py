@@ -61,6 +61,9 @@ class OptimSection:
     grad_clip: float | None = 1.0
     grad_accum: int = 1
     aux_lr: float = 1e-3  # the entropy bottleneck's quantiles (compressai's auxiliary loss)
+    # ẑ's factorized density learns slowly at the network's lr (a flat density gives z no rate gradient); short
+    # runs scale its lr up (nano stage 3: 20x moved z's rate 0.069 -> 0.023 bpp in 35 rate-only steps)
+    prior_lr_scale: float = 1.0
     disc_lr: float = 1e-4  # discriminator (adversarial terms)
 
 

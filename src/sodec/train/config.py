@@ -191,6 +191,13 @@ def from_dict(d: dict[str, Any]) -> TrainConfig:
         for k in ("betas", "size"):
             if k in section:
                 section[k] = tuple(section[k])
+        for f in dataclasses.fields(cls):  # YAML 1.1 reads 1e-4 (no dot) as a string: take the number it spells
+            value = section.get(f.name)
+            if isinstance(value, str) and "float" in str(f.type):
+                try:
+                    section[f.name] = float(value)
+                except ValueError:
+                    raise ConfigError(f"{name}.{f.name} must be a number (got {value!r})") from None
         d[name] = cls(**section)
     for required in ("stage", "out", "steps"):
         if required not in d:

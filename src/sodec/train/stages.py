@@ -316,7 +316,7 @@ class SodecStage(Stage):
             weights = folder / "model.safetensors"
             if not weights.is_file():
                 raise ModelError(f"model.init: no model folder at {folder} (needs model.safetensors)")
-            self.initialised |= _copy_matching(self.model, load_file(str(weights)))
+            self.initialised |= _copy_matching(self.model, self.model.expand_stored_state(load_file(str(weights))))
         needed = [k for k in self.model.state_dict() if k.startswith(("compression.encoder.", "fidelity."))]
         if not set(needed) <= self.initialised:
             raise ModelError(f"model.init: {paths} does not fit this model (widths differ?)")

@@ -13,12 +13,18 @@ from sodec.train.config import from_dict
 from sodec.train.stages import SodecStage
 
 
-def test_float16_storage_round_trips_to_the_same_model(tmp_path, tiny_sodec_dir):
+def _fresh_tiny_model(tiny_sodec_dir, seed: int) -> SodecModel:
+    """A tiny model with random weights (not the fixture's), its coder tables derived, bases from the fixture."""
     config = SodecModel.from_pretrained(tiny_sodec_dir / "rate-0", merge_lora=False).config
     config.diffusion.base = str(tiny_sodec_dir / "base")
-    torch.manual_seed(1)
+    torch.manual_seed(seed)
     model = SodecModel(config).eval()
     model.update()
+    return model
+
+
+def test_float16_storage_round_trips_to_the_same_model(tmp_path, tiny_sodec_dir):
+    model = _fresh_tiny_model(tiny_sodec_dir, seed=1)
     x = torch.rand(1, 3, 64, 64)
     model.save_pretrained(tmp_path / "half", dtype=torch.float16)
     with safe_open(str(tmp_path / "half" / "model.safetensors"), "pt") as f:
@@ -60,11 +66,8 @@ def test_a_converter_named_backbone_is_built_from_its_package():
 
 
 def test_stored_form_keeps_p_as_integers_and_the_cdfs_unpadded(tmp_path, tiny_sodec_dir):
-    config = SodecModel.from_pretrained(tiny_sodec_dir / "rate-0", merge_lora=False).config
-    config.diffusion.base = str(tiny_sodec_dir / "base")
-    torch.manual_seed(2)
-    model = SodecModel(config).eval()
-    model.update()
+    model = _fresh_tiny_model(tiny_sodec_dir, seed=2)
+    config = model.config
     before = model.trainable_state_dict()
     model.save_pretrained(tmp_path / "m")
     with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:

@@ -40,13 +40,22 @@ def _pack_cdfs(state: dict[str, Tensor]) -> dict[str, Tensor]:
     stored form is lossless: a table is packed only if unpacking gives it back bit for bit.
     """
     out = dict(state)
-    for key, table in state.items():
-        lengths = state.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
-        if key.endswith("._quantized_cdf") and table.dim() == 2 and lengths is not None:
+    for key, table, lengths in _cdf_tables(state):
+        if table.dim() == 2:
             packed = torch.cat([row[:n] for row, n in zip(table, lengths.tolist())])
             if torch.equal(_unpack_cdf(packed, lengths), table):
                 out[key] = packed
     return out
+
+
+def _cdf_tables(state: dict[str, Tensor]) -> list[tuple[str, Tensor, Tensor]]:
+    """``(key, table, row lengths)`` of every entropy model's CDF table in a state dict."""
+    found = []
+    for key, table in state.items():
+        lengths = state.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
+        if key.endswith("._quantized_cdf") and lengths is not None:
+            found.append((key, table, lengths))
+    return found
 
 
 def _unpack_cdf(packed: Tensor, lengths: Tensor) -> Tensor:
@@ -306,9 +315,8 @@ class SodecModel(nn.Module):
         """A stored ``model.safetensors`` state as :meth:`trainable_state_dict` tensors: packed CDF tables
         unpacked, P's float weights rebuilt from its integer copy (folders written before both are kept)."""
         state = dict(state)
-        for key, table in state.items():
-            lengths = state.get(key.removesuffix("_quantized_cdf") + "_cdf_length")
-            if key.endswith("._quantized_cdf") and table.dim() == 1 and lengths is not None:
+        for key, table, lengths in _cdf_tables(state):
+            if table.dim() == 1:
                 state[key] = _unpack_cdf(table, lengths)
         ints = {k.removeprefix(_P): v for k, v in state.items() if k.startswith(_P + "int_")}
         if ints and not any(k.startswith(_P + "layers.") for k in state):

@@ -175,3 +175,19 @@ def test_a_dying_worker_fails_only_its_own_file(tmp_path, capsys):
     assert err.count("sodec: error:") == 1 and "die.png: the worker process died" in err
     assert _names(out) == ["a.txt", "b.txt", "d.txt", "e.txt"]
     assert {(out / n).read_text() for n in _names(out)} == {"2"}  # 4 threads shared by 2 workers
+
+
+def test_workers_print_one_line_warnings_without_the_cli():
+    """Library code does not depend on the CLI: a worker's setup takes its console helpers from sodec.console."""
+    import subprocess
+    import sys
+
+    code = ("import sys, warnings\n"
+            "from sodec import batch, console\n"
+            "batch._init_worker(batch.Task('decompress'), 1)\n"
+            "assert warnings.showwarning is console.warn_one_line\n"
+            "assert 'sodec.cli' not in sys.modules, 'batch imported the CLI'\n"
+            "warnings.warn('first frame only')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "sodec: warning: first frame only\n"

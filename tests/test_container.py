@@ -122,6 +122,7 @@ def test_stream_length_beyond_file_is_refused():
         lambda b: b[:4] + bytes([0x03]) + b[5:],  # colour mode 3 does not exist
         lambda b: b[:10] + bytes([0]) + b[11:],  # empty model name
         lambda b: b[:11] + b"NANO" + b[15:],  # upper case is not a valid model name
+        lambda b: b[:11] + b"nan\n" + b[15:],  # nor is a final newline (a "$" regex would let it through)
     ],
 )
 def test_corrupted_fields_with_valid_crc(patch):
@@ -139,6 +140,9 @@ def test_non_minimal_varint_is_refused():
 def test_header_validation():
     with pytest.raises(ValueError):
         _file(model_name="Bad Name")
+    for name in ("nano\n", "\nnano", "na\nno"):  # docs/format.md: [a-z0-9._-] only, so never packed
+        with pytest.raises(ValueError, match="model name"):
+            _file(model_name=name)
     with pytest.raises(ValueError):
         _file(rate_point=256)
     with pytest.raises(LimitError):

@@ -1,4 +1,4 @@
-"""`sodec data`: curated lists, the train/val split, resizing, building from local sources (no network)."""
+"""`sodec data`: curated lists, the train/val/dev split, resizing, building from local sources (no network)."""
 
 from __future__ import annotations
 
@@ -55,23 +55,61 @@ def test_resize_never_upscales_and_keeps_aspect():
 def test_split_is_deterministic_disjoint_and_val_photos_hold_768x512():
     rng = np.random.default_rng(1)
     sizes = {f"src-{i:03d}": (int(rng.integers(300, 1537)), int(rng.integers(300, 1537))) for i in range(60)}
-    split = S.split_train_val(sizes, 0.15, seed=0)
-    assert split == S.split_train_val(dict(reversed(list(sizes.items()))), 0.15, seed=0)  # order-independent
+    split = S.split_photos(sizes, 0.15, seed=0)
+    assert split == S.split_photos(dict(reversed(list(sizes.items()))), 0.15, seed=0)  # order-independent
     assert set(split) == set(sizes)  # every photo in exactly one split
     val = [k for k, v in split.items() if v == "val"]
     assert len(val) == round(0.15 * 60)
     assert all(min(sizes[k]) >= 512 and max(sizes[k]) >= 768 for k in val)
-    assert S.split_train_val(sizes, 0.15, seed=1) != split  # the seed matters
+    assert S.split_photos(sizes, 0.15, seed=1) != split  # the seed matters
 
 
 def test_split_edge_cases():
-    assert S.split_train_val({"a": (800, 600)}, 0.15) == {"a": "train"}  # never everything in val
-    two = S.split_train_val({"a": (800, 600), "b": (300, 300)}, 0.15)
+    assert S.split_photos({"a": (800, 600)}, 0.15) == {"a": "train"}  # never everything in val
+    two = S.split_photos({"a": (800, 600), "b": (300, 300)}, 0.15)
     assert two == {"a": "val", "b": "train"}  # at least one val photo when possible
-    assert set(S.split_train_val({"a": (300, 300), "b": (400, 300)}, 0.15).values()) == {"train"}  # none eligible
-    assert set(S.split_train_val({"a": (800, 600), "b": (800, 600)}, 0.0).values()) == {"train"}
+    assert set(S.split_photos({"a": (300, 300), "b": (400, 300)}, 0.15).values()) == {"train"}  # none eligible
+    assert set(S.split_photos({"a": (800, 600), "b": (800, 600)}, 0.0, dev_count=0).values()) == {"train"}
     with pytest.raises(SodecError):
-        S.split_train_val({"a": (800, 600)}, 1.0)
+        S.split_photos({"a": (800, 600)}, 1.0)
+
+
+def _ranked_eligible(sizes, seed=0):
+    return sorted((k for k, s in sizes.items() if S.val_eligible(s)), key=lambda k: S._rank(k, seed))
+
+
+def test_dev_photos_are_the_next_eligible_ones_in_rank_order():
+    rng = np.random.default_rng(2)
+    sizes = {f"src-{i:03d}": (int(rng.integers(300, 1537)), int(rng.integers(300, 1537))) for i in range(60)}
+    ranked = _ranked_eligible(sizes)
+    n_val = round(0.15 * 60)
+    assert len(ranked) >= n_val + 6
+    for dev_count in (0, 1, 4, 6):
+        split = S.split_photos(sizes, 0.15, seed=0, dev_count=dev_count)
+        assert split == S.split_photos(dict(reversed(list(sizes.items()))), 0.15, seed=0, dev_count=dev_count)
+        assert set(split) == set(sizes)  # train, val and dev are disjoint and cover every photo
+        assert sorted(k for k, v in split.items() if v == "val") == sorted(ranked[:n_val])  # val ignores dev_count
+        assert sorted(k for k, v in split.items() if v == "dev") == sorted(ranked[n_val : n_val + dev_count])
+        assert sum(v == "train" for v in split.values()) == 60 - n_val - dev_count
+    assert S.split_photos(sizes, 0.15) == S.split_photos(sizes, 0.15, dev_count=S.DEFAULT_DEV_COUNT)
+    assert S.DEFAULT_DEV_COUNT == 4
+    with pytest.raises(SodecError, match="dev-count"):
+        S.split_photos(sizes, 0.15, dev_count=-1)
+
+
+def test_dev_takes_what_there_is_and_never_empties_train():
+    big, small = (800, 600), (300, 300)
+    # two eligible photos beyond val: dev takes both, the ineligible ones stay in train
+    sizes = {"a": big, "b": big, "c": big, "d": small, "e": small}
+    split = S.split_photos(sizes, 0.15, dev_count=4)
+    ranked = _ranked_eligible(sizes)
+    assert split == {ranked[0]: "val", ranked[1]: "dev", ranked[2]: "dev", "d": "train", "e": "train"}
+    # every photo eligible: one stays in train
+    split = S.split_photos({k: big for k in "abcde"}, 0.15, dev_count=10)
+    assert sorted(split.values()) == ["dev", "dev", "dev", "train", "val"]
+    assert sorted(S.split_photos({"a": big, "b": big}, 0.15, dev_count=4).values()) == ["train", "val"]
+    assert S.split_photos({"a": big}, 0.15, dev_count=4) == {"a": "train"}
+    assert set(S.split_photos({"a": big, "b": big}, 0.0, dev_count=4).values()) == {"dev", "train"}
 
 
 def test_curated_lists():
@@ -181,10 +219,14 @@ def test_build_from_cached_deb_and_folder(tmp_path):
     assert by_name["fake-p0_by_A.png"].license == "GPL-2+" and by_name["fake-p0_by_A.png"].copyright_file == cpath
 
     val = [e for e in m.files if e.split == "val"]
+    dev = [e for e in m.files if e.split == "dev"]
     assert len(val) == round(0.15 * len(m.files)) >= 1
-    assert all(min(e.output_size) >= 512 and max(e.output_size) >= 768 for e in val)
+    assert len(dev) == S.DEFAULT_DEV_COUNT
+    assert all(min(e.output_size) >= 512 and max(e.output_size) >= 768 for e in val + dev)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counts"]["total"] == {"train": len(m.files) - len(val), "val": len(val), "total": len(m.files)}
+    assert manifest["counts"]["total"] == {
+        "train": len(m.files) - len(val) - len(dev), "val": len(val), "dev": len(dev), "total": len(m.files)
+    }  # fmt: skip
     assert {p["package"]: p["version"] for p in manifest["packages"]}["fake-wallpapers"] == "1.0-1"
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
 
@@ -193,6 +235,53 @@ def test_build_from_cached_deb_and_folder(tmp_path):
     S.build_dataset(out, [deb, *S.parse_sources(f"folder:{folder}")], max_side=1024, cache=cache)
     assert (out / "manifest.json").read_bytes() == before
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == written
+
+
+def _tree(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def test_build_writes_the_dev_split(tmp_path):
+    folder = tmp_path / "mine"
+    for i in range(9):
+        _photo(folder / f"p{i}.jpg", (900, 600), i)  # val-eligible
+    _photo(folder / "small.jpg", (400, 300), 20)  # too small for val and dev
+    out = tmp_path / "data"
+    cache = tmp_path / "cache"
+
+    m = S.build_dataset(out, f"folder:{folder}", cache=cache)
+    split = {e.file.split("/")[1][: -len(".png")]: e.split for e in m.files}
+    ranked = _ranked_eligible({f"folder-p{i}": (900, 600) for i in range(9)})
+    n_val = round(0.15 * 10)
+    assert sorted(k for k, v in split.items() if v == "val") == sorted(ranked[:n_val])
+    assert sorted(k for k, v in split.items() if v == "dev") == sorted(ranked[n_val : n_val + 4])
+    assert sorted(k for k, v in split.items() if v == "train") == sorted(ranked[n_val + 4 :] + ["folder-small"])
+    folders = {sub: sorted(p.name for p in (out / sub).iterdir()) for sub in ("train", "val", "dev")}
+    assert folders["dev"] == sorted(f"{k}.png" for k in ranked[n_val : n_val + 4])
+    assert len({n for names in folders.values() for n in names}) == 10  # disjoint
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["dev_count"] == 4
+    assert manifest["counts"]["total"] == {"train": 4, "val": 2, "dev": 4, "total": 10}
+    assert [e["split"] for e in manifest["files"] if e["file"].startswith("dev/")] == ["dev"] * 4
+    assert S.Manifest.load(out / "manifest.json").counts() == m.counts()
+    assert m.summary().splitlines()[0].split() == ["source", "train", "val", "dev", "total"]
+
+    # a rerun is byte-identical, dev/ included
+    before = _tree(out)
+    S.build_dataset(out, f"folder:{folder}", cache=cache)
+    assert _tree(out) == before
+
+    # --dev-count 0: no dev/ (the old one is removed), its photos go back to train/, val/ is unchanged
+    m0 = S.build_dataset(out, f"folder:{folder}", cache=cache, dev_count=0)
+    assert not (out / "dev").exists()
+    assert sorted(p.name for p in (out / "val").iterdir()) == folders["val"]
+    assert sorted(p.name for p in (out / "train").iterdir()) == sorted(folders["train"] + folders["dev"])
+    assert {e.split for e in m0.files} == {"train", "val"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["params"]["dev_count"] == 0 and manifest["counts"]["total"]["dev"] == 0
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging left behind
+    with pytest.raises(SodecError, match="dev-count"):
+        S.build_dataset(out, f"folder:{folder}", cache=cache, dev_count=-1)
 
 
 def test_failure_keeps_the_previous_output(tmp_path, monkeypatch):
@@ -212,15 +301,16 @@ def test_failure_keeps_the_previous_output(tmp_path, monkeypatch):
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
-def test_refuses_a_foreign_out_dir(tmp_path):
+@pytest.mark.parametrize("sub", ["train", "val", "dev"])
+def test_refuses_a_foreign_out_dir(tmp_path, sub):
     folder = tmp_path / "mine"
     _photo(folder / "p.jpg", (900, 600))
     out = tmp_path / "data"
-    (out / "train").mkdir(parents=True)
-    (out / "train" / "precious.png").write_bytes(b"x")
-    with pytest.raises(SodecError, match="no manifest.json"):
-        S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
-    assert (out / "train" / "precious.png").exists()
+    (out / sub).mkdir(parents=True)
+    (out / sub / "precious.png").write_bytes(b"x")
+    with pytest.raises(SodecError, match=f"{sub} exists but .* no manifest.json"):
+        S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache", dev_count=0)
+    assert (out / sub / "precious.png").exists()
 
 
 # ---------------------------------------------------------------- command line
@@ -239,9 +329,17 @@ def test_cli_folder_source(tmp_path):
     folder = tmp_path / "mine"
     for i in range(4):
         _photo(folder / f"p{i}.jpg", (1000, 700), i)
-    r = run_cli("data", str(tmp_path / "out"), "--sources", f"folder:{folder}", "--cache", str(tmp_path / "c"), "-q")
+    args = ("data", str(tmp_path / "out"), "--sources", f"folder:{folder}", "--cache", str(tmp_path / "c"), "-q")
+    r = run_cli(*args, "--dev-count", "1")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
-    assert sum(line.startswith(("train/folder-p", "val/folder-p")) for line in lines) == 4
-    assert any(line.startswith("folder") and line.split()[1:] == ["3", "1", "4"] for line in lines)
+    assert sum(line.startswith(("train/folder-p", "val/folder-p", "dev/folder-p")) for line in lines) == 4
+    assert sum(line.startswith("dev/folder-p") for line in lines) == 1
+    assert any(line.startswith("folder") and line.split()[1:] == ["2", "1", "1", "4"] for line in lines)
     assert os.path.isfile(tmp_path / "out" / "manifest.json")
+    assert len(os.listdir(tmp_path / "out" / "dev")) == 1
+
+    r = run_cli(*args, "--dev-count", "0")
+    assert r.returncode == 0, r.stderr
+    assert any(line.startswith("folder") and line.split()[1:] == ["3", "1", "0", "4"] for line in r.stdout.splitlines())
+    assert not os.path.exists(tmp_path / "out" / "dev")

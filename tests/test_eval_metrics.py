@@ -136,11 +136,37 @@ def test_ms_ssim_refuses_images_too_small_for_five_scales_and_the_suite_reports_
     assert "tiny.png" in suite.skipped["ms_ssim"]
 
 
+# ------------------------------------------------------------------------------------------------ ΔE2000
+
+
+def test_delta_e_known_answers():
+    black = np.zeros((2, 3, 3), np.uint8)
+    white = np.full((2, 3, 3), 255, np.uint8)
+    # Lab (100, 0, 0) vs (0, 0, 0): a pure lightness difference at L̄ = 50, where S_L = 1: ΔE00 = 100
+    assert M.delta_e(black, white) == pytest.approx(100.0, abs=1e-3)
+    assert M.delta_e(white, white) == 0.0
+    # half the pixels black/white, half identical: the mean over pixels
+    half = white.copy()
+    half[0] = 0
+    assert M.delta_e(white, half) == pytest.approx(50.0, abs=1e-3)
+
+
+def test_delta_e_weighs_a_colour_cast_above_a_brightness_change_of_the_same_psnr():
+    rng = np.random.default_rng(0)
+    ref = rng.integers(60, 190, (64, 64, 3), dtype=np.uint8)
+    brighter = ref + np.uint8(8)  # every channel +8: MSE 64
+    cast = ref.copy()
+    cast[..., 2] += np.uint8(14)  # blue +14 only: MSE 196 / 3 ≈ 65
+    assert abs(M.psnr(ref, cast) - M.psnr(ref, brighter)) < 0.1
+    assert M.delta_e(ref, cast) > 1.4 * M.delta_e(ref, brighter)
+    assert M.delta_e(ref, cast) == pytest.approx(M.delta_e(cast, ref), rel=0.05)  # nearly symmetric
+
+
 # --------------------------------------------------------------------------------------- names, availability
 
 
 def test_metric_names_and_parsing():
-    assert M.DEFAULT_METRICS == ("psnr", "ms_ssim", "lpips_vgg", "lpips_alex", "dists", "fid256", "kid256")
+    assert M.DEFAULT_METRICS == ("psnr", "ms_ssim", "delta_e", "lpips_vgg", "lpips_alex", "dists", "fid256", "kid256")
     assert M.parse_metrics("kid256, psnr") == ("psnr", "kid256")  # canonical order
     assert M.parse_metrics(None) == M.DEFAULT_METRICS
     assert M.parse_metrics("all") == M.ALL_METRICS

@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -155,6 +156,49 @@ def test_compress_job_matches_its_files(tiny_server, photo_rgb):
     else:
         assert jpeg["status"] == "below_floor" and "cannot get as small" in jpeg["note"]
     assert jpeg["encode_ms"] >= 0 and jpeg["decode_ms"] >= 0 and jpeg["setting"].startswith("quality ")
+
+
+# attachment; filename="ASCII without quotes or backslashes"[; filename*=UTF-8''percent-encoded] (RFC 6266/5987)
+DISPOSITION = re.compile(r'(attachment|inline); filename="([ !#-\[\]-~]*)"'
+                         r"(?:; filename\*=UTF-8''([A-Za-z0-9%._~-]+))?")
+
+
+def offered_name(header: str) -> tuple[str, str]:
+    """``(ASCII fallback, the name a browser saves under)`` from a well-formed Content-Disposition value."""
+    m = DISPOSITION.fullmatch(header)
+    assert m, f"malformed Content-Disposition: {header!r}"
+    return m[2], urllib.parse.unquote(m[3], errors="strict") if m[3] else m[2]
+
+
+def test_a_non_ascii_upload_name_downloads_under_that_name(tiny_server, photo_rgb):
+    name = urllib.parse.quote("写真.png")
+    status, sub = post_json(f"{tiny_server.url}/api/compress?rate=0&name={name}", png_bytes(photo_rgb))
+    job = wait_job(tiny_server.url, sub["job"])
+    assert status == 202 and job["state"] == "done", job["error"]
+    sodec = job["result"]["codecs"][0]
+    assert sodec["download_name"] == "写真.sodec"
+    status, headers, data = request(f"{tiny_server.url}/api/jobs/{job['id']}/files/{sodec['file']}?download=1")
+    assert status == 200 and len(data) == sodec["bytes"]
+    assert headers["content-disposition"] == ("attachment; filename=\"__.sodec\"; "
+                                              "filename*=UTF-8''%E5%86%99%E7%9C%9F.sodec")
+    assert offered_name(headers["content-disposition"]) == ("__.sodec", "写真.sodec")
+
+
+@pytest.mark.parametrize("filename", ["写真.png", 'say "cheese".png', "back\\slash 100%.png", "café.png", "plain.png"])
+def test_every_file_name_gives_a_well_formed_download_header(tiny_server, filename):
+    """Whatever name a job's file has (the server's own names included), its download header is well formed."""
+    from sodec.serve.pipeline import Output
+
+    def run(publish, outputs):
+        outputs["note.txt"] = Output(b"hello", "text/plain", filename)
+
+    job = tiny_server.app.state.queue.submit("test", run)
+    assert wait_job(tiny_server.url, job.id)["state"] == "done"
+    for query, disposition in (("?download=1", "attachment"), ("", "inline")):
+        status, headers, data = request(f"{tiny_server.url}/api/jobs/{job.id}/files/note.txt{query}")
+        assert status == 200 and data == b"hello"
+        fallback, saved = offered_name(headers["content-disposition"].replace(disposition, "attachment", 1))
+        assert saved == filename and fallback.isascii()
 
 
 def test_colour_policy_warnings_reach_the_page(tiny_server, photo_rgb):

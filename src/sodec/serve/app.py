@@ -22,6 +22,8 @@ import logging
 import re
 import socket
 import sys
+import unicodedata
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,10 +70,24 @@ class ServeConfig:
 
 
 def _safe_name(name: str | None, default: str) -> str:
-    """A display/download file name from the client: its last path part, harmless characters only."""
-    name = re.split(r"[\\/]", name or "")[-1]
-    name = re.sub(r"[^A-Za-z0-9._ -]+", "_", name).strip(" .")[:100]
+    """A display/download file name from the client: its last path part, harmless characters only
+    (letters and digits of any script, ``.``, ``_``, ``-`` and spaces; anything else becomes ``_``)."""
+    name = re.split(r"[\\/]", unicodedata.normalize("NFC", name or ""))[-1]
+    name = re.sub(r"[^\w. -]+", "_", name).strip(" .")[:100]
     return name or default
+
+
+def content_disposition(disposition: str, filename: str) -> str:
+    """A ``Content-Disposition`` value for any file name (RFC 6266): ``filename="…"``, ASCII with quotes,
+    backslashes, ``%`` and anything outside printable ASCII replaced by ``_``, then, where that lost
+    something, the exact name as ``filename*=UTF-8''…`` (RFC 5987 percent-encoding), which browsers prefer.
+    The header stays Latin-1-encodable whatever the name (a raw ``写真.png`` would make the server answer 500).
+    """
+    fallback = re.sub(r'[^\x20-\x7e]|["\\%]', "_", filename)
+    value = f'{disposition}; filename="{fallback}"'
+    if fallback != filename:
+        value += f"; filename*=UTF-8''{urllib.parse.quote(filename, safe='')}"
+    return value
 
 
 def create_app(cfg: ServeConfig):
@@ -169,7 +185,7 @@ def create_app(cfg: ServeConfig):
             return error(404, f"job {job.id} has no file {request.path_params['key']!r} (yet)")
         disposition = "attachment" if request.query_params.get("download") else "inline"
         return Response(out.data, media_type=out.media_type, headers={
-            "Content-Disposition": f'{disposition}; filename="{out.filename}"',
+            "Content-Disposition": content_disposition(disposition, out.filename),
             "Cache-Control": "private, max-age=3600",
         })  # fmt: skip
 

@@ -28,7 +28,7 @@ from sodec.imageio import to_rgb_array
 
 DEFAULT_BASELINES = ("heic", "avif", "jpeg")
 # LPIPS-VGG is the paper's LPIPS but costs about 10x LPIPS-Alex on a CPU; ask for it with --metrics.
-DEFAULT_METRICS = ("psnr", "ms_ssim", "lpips_alex", "dists")
+DEFAULT_METRICS = ("psnr", "ms_ssim", "delta_e", "lpips_alex", "dists")
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1000 * 1000
 DEFAULT_MAX_PIXELS = 1920 * 1080
 
@@ -53,6 +53,7 @@ CODEC_LABELS = {
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",
     "ms_ssim": "MS-SSIM",
+    "delta_e": "ΔE2000",
     "lpips_vgg": "LPIPS-VGG",
     "lpips_alex": "LPIPS-Alex",
     "dists": "DISTS",

@@ -37,6 +37,9 @@ class ModelSection:
     init_projector: bool = True  # warm-start Fp from the base's projector.safetensors (written by prior-unet)
     guidance: str | None = None  # fgm | none | hyperprior | prompt (ablations; None: the preset's, fgm)
     freeze_compression: bool | None = None  # None: frozen in stage warmup only (True in anneal: an ablation)
+    # nano: train the diffusion base too (the whole UNet and the VAE decoder Dm), exported as a new base folder
+    # (final/base) with the LoRA folded in; the paper keeps its base frozen (docs/decisions.md)
+    train_base: bool = False
 
 
 @dataclass
@@ -132,6 +135,8 @@ class TrainConfig:
             raise ConfigError("loss.ms_ssim needs data.crop > 160 (MS-SSIM's five scales)")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"export_dtype must be float32, float16 or bfloat16 (got {self.export_dtype!r})")
+        if self.model.train_base and self.stage not in ("warmup", "anneal", "adversarial"):
+            raise ConfigError(f"model.train_base applies to stages warmup, anneal and adversarial (not {self.stage})")
         if self.steps < 0 or self.checkpoint_every < 1:
             raise ConfigError("steps must be ≥ 0 and checkpoint_every ≥ 1")
 

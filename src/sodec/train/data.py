@@ -2,11 +2,15 @@
 
 Every sample is a pure function of (seed, its position in the training stream), so a resumed run sees the
 same batches as an uninterrupted one, and the worker count never changes what is drawn.  Several processes
-(``accelerate launch``) read interleaved positions of the same stream.
+(``accelerate launch``) read interleaved positions of the same stream.  :class:`RandomCrops` decodes the
+whole folder into memory at start (small sets: nano); :class:`StreamingCrops` only lists it and decodes each
+sample when it is drawn (DIV2K + Flickr2K + LSDIR: ``data.streaming``).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +89,147 @@ class RandomCrops(Dataset):
         size = min(round(self.crop * inv_scale), h, w)
         top, left = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
         x = photo[:, top : top + size, left : left + size].float().div_(255)
+        if size != self.crop:
+            x = F.interpolate(x[None], size=(self.crop, self.crop), mode="bilinear", antialias=True)[0].clamp_(0, 1)
+        if self.flip and rng.random() < 0.5:
+            x = x.flip(-1)
+        return x
+
+
+def list_photo_names(folder: str | Path) -> list[str]:
+    """Photos under ``folder`` and its sub-folders (symbolic links followed once), as sorted relative paths;
+    hidden files and folders are left out."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SodecError(f"{folder}: no such data folder")
+    names: list[str] = []
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        rel = os.path.relpath(root, folder)
+        for name in files:
+            if not name.startswith(".") and os.path.splitext(name)[1].lower() in PHOTO_SUFFIXES:
+                names.append(name if rel == "." else os.path.join(rel, name))
+    if not names:
+        raise SodecError(f"{folder}: no photos ({', '.join(PHOTO_SUFFIXES)})")
+    names.sort()
+    return names
+
+
+class StreamingCrops(Dataset):
+    """:class:`RandomCrops` for folders of any size: item ``i`` of an endless stream, a float RGB crop
+    ``(3,crop,crop)`` in [0,1], decoded when drawn (in the DataLoader worker that draws it).
+
+    At start the folder (with its sub-folders) is only listed; the names are kept in one byte buffer (≈ their
+    length: 100 k files ≈ 3 MB), so memory does not grow with the photos' size and forked workers share it
+    without copying.  Photos are visited in a seeded permutation per epoch; each crop is drawn exactly as
+    :class:`RandomCrops` draws it from the same photo (window ``crop / s``, s ∈ [``min_scale``, 1], resized
+    down; flips), after the photo is downscaled to ``max_side`` if it is larger.
+
+    Sharding: processes read interleaved positions of the one stream (:class:`StreamSampler`), so within an
+    epoch each photo goes to one rank, and each rank decodes only its own 1/world of the photos.
+
+    A photo that cannot be decoded or is smaller than ``crop`` (checked from its header, before decoding) is
+    skipped: the item takes the next photo of the epoch's order, and the photo is marked in a table shared with
+    the workers so that it is never tried again (:meth:`skipped` counts them).  An item therefore depends only
+    on (seed, position) and the folder's content — not on the workers, the processes or where a run resumed.
+    """
+
+    UNREADABLE, TOO_SMALL = 1, 2
+
+    def __init__(
+        self,
+        folder: str | Path,
+        crop: int,
+        max_side: int | None = None,
+        min_scale: float = 1.0,
+        flip: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.folder = Path(folder)
+        self.crop, self.max_side, self.min_scale, self.flip, self.seed = crop, max_side, min_scale, flip, seed
+        encoded = [os.fsencode(n) for n in list_photo_names(self.folder)]
+        self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
+        self._names = np.frombuffer(b"".join(encoded), dtype=np.uint8)
+        self._status = multiprocessing.RawArray("b", len(encoded))  # 0 usable or untried, else why skipped
+        self._epoch, self._permutation = -1, np.zeros(0, dtype=np.int64)
+        self.last_error = ""
+
+    def __len__(self) -> int:  # the stream is endless; samplers index it directly
+        return 2**62
+
+    @property
+    def n_photos(self) -> int:
+        return len(self._offsets) - 1
+
+    def path(self, j: int) -> Path:
+        """The ``j``-th photo (sorted order)."""
+        return self.folder / os.fsdecode(self._names[self._offsets[j] : self._offsets[j + 1]].tobytes())
+
+    def skipped(self) -> dict[str, int]:
+        """Photos skipped so far by this process and its workers: ``unreadable`` and ``too_small``."""
+        status = np.frombuffer(self._status, dtype=np.int8)
+        unreadable, too_small = int((status == self.UNREADABLE).sum()), int((status == self.TOO_SMALL).sum())
+        return {"unreadable": unreadable, "too_small": too_small}
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            rng = np.random.default_rng([0x50DEC, self.seed & (2**64 - 1), epoch])
+            self._epoch, self._permutation = epoch, rng.permutation(self.n_photos)
+        return self._permutation
+
+    def _open(self, j: int) -> Image.Image | None:
+        """Photo ``j`` as RGB (EXIF-oriented, downscaled to ``max_side``), or None (marked) if it is unusable."""
+        path = self.path(j)
+        try:
+            with Image.open(path) as im:
+                s = 1.0
+                if self.max_side is not None and max(im.size) > self.max_side:
+                    s = self.max_side / max(im.size)
+                if min(max(1, round(side * s)) for side in im.size) < self.crop:
+                    self._status[j] = self.TOO_SMALL
+                    return None
+                im = ImageOps.exif_transpose(im).convert("RGB")
+                if s != 1.0:
+                    im = im.resize((max(1, round(im.width * s)), max(1, round(im.height * s))), Image.LANCZOS)
+                return im
+        except Exception as e:  # any decoder failure (truncated, corrupt, not an image, too many pixels)
+            self._status[j] = self.UNREADABLE
+            self.last_error = f"{path}: {type(e).__name__}: {e}"
+            return None
+
+    def __getitem__(self, i: int) -> Tensor:
+        n = self.n_photos
+        epoch, k = divmod(i, n)
+        order = self._order(epoch)
+        rng = random.Random(f"{self.seed}/item/{i}")
+        for attempt in range(n):  # the next photo of this epoch's order if one is unusable
+            j = int(order[(k + attempt) % n])
+            if self._status[j]:
+                continue
+            im = self._open(j)
+            if im is not None:
+                return self._crop(im, rng)
+        raise SodecError(
+            f"{self.folder}: no usable photo (all {n} unreadable or smaller than {self.crop}x{self.crop})"
+            + (f"; last error: {self.last_error}" if self.last_error else "")
+        )
+
+    def _crop(self, im: Image.Image, rng: random.Random) -> Tensor:
+        """The window :class:`RandomCrops` would draw from this photo with ``rng`` (same draws, same order)."""
+        w, h = im.size
+        largest = min(h, w) / self.crop  # 1/s limit so the window fits
+        inv_scale = rng.uniform(1.0, min(1.0 / self.min_scale, largest))
+        size = min(round(self.crop * inv_scale), h, w)
+        top, left = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
+        window = np.asarray(im.crop((left, top, left + size, top + size)))
+        x = torch.from_numpy(window.copy()).permute(2, 0, 1).float().div_(255)
         if size != self.crop:
             x = F.interpolate(x[None], size=(self.crop, self.crop), mode="bilinear", antialias=True)[0].clamp_(0, 1)
         if self.flip and rng.random() < 0.5:

@@ -23,9 +23,9 @@ from torch.utils.data import DataLoader
 
 from sodec.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from sodec.train.config import ConfigError, TrainConfig
-from sodec.train.data import RandomCrops, StreamSampler, validation_crops
+from sodec.train.data import RandomCrops, StreamingCrops, StreamSampler, validation_crops
 from sodec.train.losses import PatchDiscriminator, discriminator_loss, generator_loss, lmbda_at
-from sodec.train.stages import build_stage
+from sodec.train.stages import build_stage, cast_frozen_bases
 
 
 def _param_groups(stage: torch.nn.Module, prior_lr_scale: float) -> list[dict]:
@@ -98,12 +98,17 @@ def _save_images(folder: Path, name: str, images: dict[str, torch.Tensor]) -> No
 
 
 def train(
-    config: TrainConfig, progress: bool = True, stop_at: int | None = None, time_limit: float | None = None
+    config: TrainConfig,
+    progress: bool = True,
+    stop_at: int | None = None,
+    time_limit: float | None = None,
+    save: bool = True,
 ) -> Path:
     """Run (or resume) one stage; returns the run folder.  ``final/`` is written when ``config.steps`` is reached.
 
     ``stop_at`` (a step) or ``time_limit`` (seconds) end this invocation early with a checkpoint, to be resumed
     later by the same command (e.g. a GPU lent in 10-minute chunks); the schedules still span ``config.steps``.
+    ``save=False`` writes no checkpoint and no export (timing runs: benchmarks/gpu_check.py).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -117,6 +122,9 @@ def train(
     rank, world = acc.process_index, acc.num_processes
     torch.manual_seed(config.seed)  # model initialisation
     stage = build_stage(config)
+    half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
+    if half is not None and acc.device.type == "cuda":  # frozen bases in the training precision (GPU only)
+        cast_frozen_bases(stage, half)
     o = config.optim
     optimizers = {"opt": torch.optim.AdamW(_param_groups(stage, o.prior_lr_scale), lr=o.lr, betas=o.betas,
                                            weight_decay=o.weight_decay)}  # fmt: skip
@@ -143,8 +151,13 @@ def train(
         for name in ("log.csv", "val.csv"):
             _truncate_log(out / name, step)
 
-    data = RandomCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
-                       config.data.flip, config.seed)  # fmt: skip
+    if config.data.streaming:  # listed now, decoded per sample in the DataLoader workers
+        data = StreamingCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
+                              config.data.flip, config.seed)  # fmt: skip
+        acc.print(f"data: {data.n_photos} photos listed under {config.data.train} (streaming)")
+    else:
+        data = RandomCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
+                           config.data.flip, config.seed)  # fmt: skip
     per_step = config.data.batch_size * o.grad_accum
     loader = DataLoader(
         data,
@@ -164,6 +177,8 @@ def train(
     val_log = CsvLog(out / "val.csv") if acc.is_main_process else None
 
     def checkpoint(at: int) -> None:
+        if not save:
+            return
         acc.wait_for_everyone()
         if acc.is_main_process:
             state = dict(stage.checkpoint_state())
@@ -177,7 +192,8 @@ def train(
         stage.eval()
         rows = []
         for name, x in val:
-            metrics, images = stage.validate(x.to(acc.device))
+            with acc.autocast():  # a no-op without mixed precision; needed with frozen bases in fp16/bf16
+                metrics, images = stage.validate(x.to(acc.device))
             rows.append(metrics)
             val_log.write({"step": at, "image": name, **metrics})
             _save_images(out / "samples" / f"step-{at:07d}", name, images)
@@ -190,6 +206,7 @@ def train(
     batches = iter(loader)
     bar = tqdm(total=config.steps, initial=step, disable=not (progress and acc.is_main_process), unit="step")
     t0 = time.time()
+    skipped = 0
     while step < config.steps:
         lr = learning_rate(config, step)
         for group in opts["opt"].param_groups:
@@ -232,7 +249,15 @@ def train(
         bar.update()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "bpp", "psnr", "eps_mse") if k in logs})
         if log is not None and (step % config.log_every == 0 or step == config.steps):
-            log.write({"step": step, "lr": lr, "lmbda": lmbda, **logs, "seconds": round(time.time() - t0, 1)})
+            row = {"step": step, "lr": lr, "lmbda": lmbda, **logs, "seconds": round(time.time() - t0, 1)}
+            if isinstance(data, StreamingCrops):  # photos this process and its workers skipped so far
+                counts = data.skipped()
+                row["skipped"] = sum(counts.values())
+                if row["skipped"] != skipped:
+                    skipped = row["skipped"]
+                    acc.print(f"data: {skipped} photos skipped so far ({counts['unreadable']} unreadable, "
+                              f"{counts['too_small']} smaller than {config.data.crop}x{config.data.crop})")  # fmt: skip
+            log.write(row)
         interrupt = step == stop_at or (time_limit is not None and time.time() - t0 > time_limit)
         if step % config.checkpoint_every == 0 or step == config.steps or interrupt:
             checkpoint(step)
@@ -245,7 +270,7 @@ def train(
             return out
     bar.close()
 
-    if acc.is_main_process:  # export (again, if a resumed run went further than an earlier export)
+    if save and acc.is_main_process:  # export (again, if a resumed run went further than an earlier export)
         stage.cpu().eval()  # the coder's tables are derived on the CPU (exact integer path)
         export_batches = [data[i][None] for i in range(min(16, 4 * config.data.batch_size))]
         tmp, final, old = out / ".tmp-final", out / "final", out / ".old-final"

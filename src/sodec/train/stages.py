@@ -21,6 +21,7 @@ import os
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -81,6 +82,11 @@ class Stage(nn.Module):
     def aux_loss(self) -> Tensor | None:
         return None
 
+    def frozen_bases(self) -> list[nn.Module]:
+        """The frozen pre-trained networks (UNet, VAE, guidance backbone) whose frozen weights may be cast to
+        the training precision on a GPU (:func:`cast_frozen_bases`); trainable tensors in them stay float32."""
+        return []
+
     def checkpoint_state(self) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -91,10 +97,13 @@ class Stage(nn.Module):
         self.load_state_dict(state, strict=False)
 
     def distortion(self, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
-        """The weighted distortion terms on ``x̂`` (mse, l1, lpips, ms_ssim) that are switched on."""
+        """The weighted distortion terms on ``x̂`` (mse, l1, lpips, ms_ssim, lowpass) that are switched on."""
         loss, terms = self.config.loss, {}
         if loss.mse > 0:
             terms["mse"] = loss.mse * mse255(x_hat, x)
+        if loss.lowpass_mse > 0:  # colour and brightness of each block, which LPIPS barely sees
+            k = loss.lowpass_size
+            terms["lowpass"] = loss.lowpass_mse * mse255(F.avg_pool2d(x_hat.float(), k), F.avg_pool2d(x.float(), k))
         if loss.l1 > 0:
             terms["l1"] = loss.l1 * l1_255(x_hat, x)
         if loss.lpips > 0:
@@ -126,6 +135,8 @@ class PriorVAEStage(Stage):
         self.cond_channels = self.vae.config.latent_channels
         if config.model.init:
             _copy_matching(self.vae, _load_vae_state(config.model.init))
+        if config.model.gradient_checkpointing:
+            self.vae.enable_gradient_checkpointing()
 
     def forward(self, x: Tensor, lmbda: float = 0.0) -> dict[str, Tensor]:
         posterior = self.vae.encode(x * 2 - 1).latent_dist
@@ -197,11 +208,16 @@ class PriorUNetStage(Stage):
         )  # fmt: skip
         self.projector = GuidanceProjector(self.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
         self.register_buffer("alphas_cumprod", alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end).float())
+        if config.model.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
 
     def train(self, mode: bool = True) -> PriorUNetStage:
         super().train(mode)
         self.vae.eval()
         return self
+
+    def frozen_bases(self) -> list[nn.Module]:
+        return [self.vae, self.guidance]
 
     def _latents(self, x: Tensor) -> Tensor:
         with torch.no_grad():
@@ -282,6 +298,11 @@ def _model_config(config: TrainConfig) -> SodecConfig:
         d.guidance = m.guidance
     if d is not None and m.guidance_weights is not None:
         d.guidance_weights = _guidance_weights(config)
+    if d is not None and m.base is not None and not m.random_bases:
+        from sodec.models.bases import base_prediction_type
+
+        # train for what the base's UNet predicts (SD 2.1-base: ε; SD 2.1 768: v); the export records it
+        d.prediction_type = base_prediction_type(d.base) or d.prediction_type
     return model_config
 
 
@@ -316,6 +337,13 @@ class SodecStage(Stage):
             for name, p in self.model.named_parameters():
                 if name.startswith(BASE_TRAINED_PREFIXES):
                     p.requires_grad_(True)
+        if config.model.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+
+    def frozen_bases(self) -> list[nn.Module]:
+        if not self.model.has_diffusion or self.train_base:  # a trained base is exported whole: keep it float32
+            return []
+        return [self.model.denoiser.unet, self.model.latent_decoder, self.model.guidance]
 
     def _init_from(self, paths: str | list[str]) -> None:
         """Copy matching tensors from each folder in turn (later folders win)."""
@@ -367,7 +395,9 @@ class SodecStage(Stage):
     @torch.no_grad()
     def validate(self, x: Tensor) -> tuple[dict[str, float], dict[str, Tensor]]:
         """Estimated bpp (likelihoods of the rounded latents), PSNR of x̂ and x̂_f, LPIPS if configured."""
-        out = self.model(x)
+        with torch.autocast(x.device.type, enabled=False):  # likelihoods in fp32 under mixed precision
+            out = self.model.compression(x.float())
+        out.update(self.model.synthesize(out["y_hat"], out["z_hat"]))
         bpp = bits_per_pixel(out["likelihoods"], x.shape[2] * x.shape[3]).item()
         x_hat = out["x_hat"].float().clamp(0, 1)
         metrics = {"bpp_estimate": bpp, "psnr": psnr(x_hat, x).item()}
@@ -435,3 +465,16 @@ STAGE_CLASSES: dict[str, type[Stage]] = {
 
 def build_stage(config: TrainConfig) -> Stage:
     return STAGE_CLASSES[config.stage](config)
+
+
+def cast_frozen_bases(stage: Stage, dtype: torch.dtype) -> int:
+    """Cast the frozen parameters of the stage's pre-trained bases to ``dtype`` (fp16/bf16 training on a GPU:
+    half the memory of SD 2.1 and ViT-H/14, no fp32 copies to convert at every step under autocast).  LoRA and
+    anything else that trains stays float32.  Returns the number of parameters cast."""
+    count = 0
+    for module in stage.frozen_bases():
+        for p in module.parameters():
+            if not p.requires_grad and p.is_floating_point() and p.dtype != dtype:
+                p.data = p.data.to(dtype)
+                count += p.numel()
+    return count

@@ -261,3 +261,19 @@ def test_ms_ssim_term(one_photo):
     assert stage.distortion(x, x)["ms_ssim"].item() == pytest.approx(0, abs=1e-5)
     with pytest.raises(ConfigError, match="crop > 160"):
         from_dict(tiny("rd", Path("unused"), one_photo, loss={"ms_ssim": 1.0}))
+
+
+def test_lowpass_term_sees_a_colour_cast_but_not_texture_within_its_blocks():
+    from sodec.train.stages import Stage
+
+    stage = Stage(from_dict({"stage": "rd", "out": "x", "steps": 1, "data": {"crop": 64},
+                             "loss": {"mse": 0.0, "lowpass_mse": 1.0, "lowpass_size": 8}}))  # fmt: skip
+    x = torch.rand(1, 3, 64, 64)
+    blocks = x.unfold(2, 8, 8).unfold(3, 8, 8)  # (1, 3, 8, 8, 8, 8): each 8x8 block's pixels
+    shuffled = blocks.flip(-1).flip(-2).permute(0, 1, 2, 4, 3, 5).reshape(1, 3, 64, 64)  # same block means
+    assert stage.distortion(x, shuffled)["lowpass"] < 1e-6 < float(((shuffled - x) ** 2).mean())
+    cast = stage.distortion(x, x + 4 / 255)["lowpass"]  # +4 levels everywhere: MSE of the means is 16
+    assert float(cast) == pytest.approx(16.0, rel=1e-3)
+    with pytest.raises(ConfigError, match="lowpass_size must divide"):
+        from_dict({"stage": "rd", "out": "x", "steps": 1, "data": {"crop": 64}, "loss": {"lowpass_mse": 1.0,
+                                                                                       "lowpass_size": 24}})

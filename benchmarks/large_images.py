@@ -50,13 +50,15 @@ def default_photo() -> Path:
 
 def make_image(photo: Path, width: int, height: int, out: Path) -> str:
     """Resize (LANCZOS) to cover width x height, centre-crop; returns 'downscaled'/'upscaled' xF."""
+    from sodec.imageio import PNG_COMPRESS_LEVEL
+
     with Image.open(photo) as im:
         im = im.convert("RGB")
         scale = max(width / im.width, height / im.height)
         w, h = round(im.width * scale), round(im.height * scale)
         im = im.resize((w, h), Image.LANCZOS)
         left, top = (w - width) // 2, (h - height) // 2
-        im.crop((left, top, left + width, top + height)).save(out, compress_level=1)
+        im.crop((left, top, left + width, top + height)).save(out, compress_level=PNG_COMPRESS_LEVEL)
     return f"{'upscaled' if scale > 1 else 'downscaled'} x{scale:.3f}"
 
 

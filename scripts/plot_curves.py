@@ -6,33 +6,35 @@
 Reads each run folder's ``log.csv`` (its ``seconds`` column restarts at 0 when a run is resumed; the pieces are
 added up) and ``val.csv`` (the ``mean`` rows), and plots every requested validation column against the hours
 spent up to that step, one panel per metric, one line per run.  Also prints the table it plots, so the
-numbers can be quoted without reading them off the picture.
+numbers can be quoted without reading them off the picture.  Logs written before a column was renamed are read
+under the new name (``bpp`` -> ``bpp_estimate``: ``sodec.train.loop.RENAMED_COLUMNS``), and so is a metric
+asked for by its old name.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
+
+from sodec.train.loop import RENAMED_COLUMNS, read_csv_log
 
 
 def hours_at_steps(log_csv: Path) -> dict[int, float]:
     """Cumulative wall-clock hours at each logged step (resumed pieces added up)."""
     out, offset, last = {}, 0.0, 0.0
-    with log_csv.open() as f:
-        for row in csv.DictReader(f):
-            seconds = float(row["seconds"])
-            if seconds < last:  # a resumed invocation: its clock restarted
-                offset += last
-            last = seconds
-            out[int(row["step"])] = (offset + seconds) / 3600
+    for row in read_csv_log(log_csv):
+        seconds = float(row["seconds"])
+        if seconds < last:  # a resumed invocation: its clock restarted
+            offset += last
+        last = seconds
+        out[int(row["step"])] = (offset + seconds) / 3600
     return out
 
 
 def validation_means(val_csv: Path) -> list[dict[str, float]]:
-    with val_csv.open() as f:
-        return [{k: float(v) for k, v in r.items() if k != "image" and v} for r in csv.DictReader(f)
-                if r["image"] == "mean"]  # fmt: skip
+    """The ``mean`` rows of a run's ``val.csv``, as numbers."""
+    return [{k: float(v) for k, v in r.items() if k != "image" and v} for r in read_csv_log(val_csv)
+            if r["image"] == "mean"]  # fmt: skip
 
 
 def curve(run: Path) -> list[dict[str, float]]:
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--title", default="")
     args = ap.parse_args(argv)
     runs = [(str(r), r) for r in args.runs] + [(s.partition("=")[0], Path(s.partition("=")[2])) for s in args.label]
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = [RENAMED_COLUMNS.get(m.strip(), m.strip()) for m in args.metrics.split(",") if m.strip()]
 
     import matplotlib
 

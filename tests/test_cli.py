@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import os
 import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -89,6 +92,25 @@ def _with_crc(body: bytes) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
+def _offsets(d: bytes) -> dict[str, int]:
+    """Where the header's variable fields start in a file: the sizes, what follows them, the latent check."""
+    sizes = container._FIXED_PREFIX.size + d[container._FIXED_PREFIX.size - 1]  # after the model name
+    _, pos = container._get_varint(d, sizes, len(d))  # width
+    _, after_sizes = container._get_varint(d, pos, len(d))  # height
+    _, check = container._get_varint(d, after_sizes, len(d))  # z stream length
+    return {"sizes": sizes, "after_sizes": after_sizes, "check": check}
+
+
+def test_offsets_find_the_fields_they_name(good_file):
+    at = _offsets(good_file)
+    header = container.unpack(good_file).header
+    assert good_file[at["sizes"] : at["after_sizes"]] == container._put_varint(header.width) + container._put_varint(
+        header.height
+    )
+    assert int.from_bytes(good_file[at["check"] : at["check"] + 2], "little") == header.latent_check
+    assert header.width >= 128  # a 2-byte width: the slices above must not assume 1-byte fields
+
+
 @pytest.mark.parametrize(
     "case,match",
     [
@@ -101,14 +123,16 @@ def _with_crc(body: bytes) -> bytes:
     ],
 )
 def test_decompress_bad_files(tmp_path, tiny_model_dir, good_file, capsys, case, match):
+    at = _offsets(good_file)
+    huge = container._put_varint(10**6) + container._put_varint(10**6)
     data = {
         "empty": lambda d: b"",
         "truncated": lambda d: d[: len(d) // 2],
         "flipped": lambda d: d[:30] + bytes([d[30] ^ 0x10]) + d[31:],
         "version": lambda d: _with_crc(d[:3] + b"\x09" + d[4:-4]),
-        "huge": lambda d: _with_crc(d[:15] + container._put_varint(10**6) + container._put_varint(10**6) + d[17:-4]),
+        "huge": lambda d: _with_crc(d[: at["sizes"]] + huge + d[at["after_sizes"] : -4]),
         # Valid CRC, but the latent check no longer matches the decoded symbols.
-        "latent": lambda d: _with_crc(d[:20] + bytes([d[20] ^ 0xFF]) + d[21:-4]),
+        "latent": lambda d: _with_crc(d[: at["check"]] + bytes([d[at["check"]] ^ 0xFF]) + d[at["check"] + 1 : -4]),
     }[case](good_file)
     src = tmp_path / "bad.sodec"
     src.write_bytes(data)
@@ -263,25 +287,124 @@ def test_cross_process_and_thread_count_determinism(tmp_path, photo_png, tiny_mo
     assert _digest(tmp_path / "d1.png") == _digest(tmp_path / "d2.png")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known broken since the trained nano (diffusion decoder) shipped: 1 vs 2 threads differ in the "
-    "UNet/VAE float path (latents stay exact); docs/results.md, 'Known problems'",
-)
-def test_nano_decoding_is_identical_across_processes_and_threads(tmp_path):
-    """The same guarantee at nano width (where oneDNN picks real multi-threaded kernels)."""
+def test_nano_decoding_across_processes_and_threads_is_within_one_level(tmp_path):
+    """The guarantee at nano width (where oneDNN picks real multi-threaded kernels), across processes: the
+    same file, and the diffusion decoder's pixels within one level of each other (bit-identical is not
+    guaranteed across thread counts: docs/results.md, "Known problems")."""
     photo = tmp_path / "p.png"
     with Image.open(__import__("sodec.api").api.example_image()) as im:
         im.crop((0, 0, 320, 256)).save(photo)
-    r = run_cli("--threads", "2", "compress", str(photo), "-o", str(tmp_path / "p.sodec"))
-    assert r.returncode == 0, r.stderr
+    for threads in (1, 2):
+        r = run_cli("--threads", str(threads), "compress", str(photo), "-o", str(tmp_path / f"p{threads}.sodec"))
+        assert r.returncode == 0, r.stderr
+    assert _digest(tmp_path / "p1.sodec") == _digest(tmp_path / "p2.sodec")
     for threads in (1, 2):
         r = run_cli(
-            "--threads", str(threads), "decompress", str(tmp_path / "p.sodec"), "-o", str(tmp_path / f"{threads}.png")
+            "--threads", str(threads), "decompress", str(tmp_path / "p1.sodec"), "-o", str(tmp_path / f"{threads}.png")
         )
         assert r.returncode == 0, r.stderr
-    assert _digest(tmp_path / "1.png") == _digest(tmp_path / "2.png")
+    pixels = [np.asarray(Image.open(tmp_path / f"{t}.png"), dtype=np.int16) for t in (1, 2)]
+    diff = np.abs(pixels[0] - pixels[1])
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
     shutil.rmtree(tmp_path)
+
+
+def _compress(src, out, model_dir) -> int:
+    return main(["compress", str(src), "-o", str(out), "--model", str(model_dir)])
+
+
+def test_palette_transparency_warns_and_is_dropped(tmp_path, photo_rgb, tiny_model_dir, capsys):
+    im = Image.fromarray(photo_rgb).convert("P")
+    im.info["transparency"] = 0  # palette entry 0 is transparent
+    im.save(tmp_path / "in.png", transparency=0)
+    with Image.open(tmp_path / "in.png") as check:
+        assert check.mode == "P" and "transparency" in check.info
+    capsys.readouterr()
+    assert _compress(tmp_path / "in.png", tmp_path / "o.sodec", tiny_model_dir) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["sodec: warning: in.png: alpha channel dropped (sodec codes colour only)"], err
+    assert container.unpack((tmp_path / "o.sodec").read_bytes()).header.color_mode == container.ColorMode.RGB
+
+
+def test_an_animated_image_warns_and_codes_its_first_frame(tmp_path, photo_rgb, tiny_model_dir, capsys):
+    first, second = Image.fromarray(photo_rgb), Image.fromarray(255 - photo_rgb)
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second], duration=100, loop=0)
+    Image.open(tmp_path / "anim.gif").convert("RGB").save(tmp_path / "first.png")  # the first frame alone
+    capsys.readouterr()
+    assert _compress(tmp_path / "anim.gif", tmp_path / "anim.sodec", tiny_model_dir) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["sodec: warning: anim.gif: animated image, only the first frame is coded"], err
+    assert _compress(tmp_path / "first.png", tmp_path / "first.sodec", tiny_model_dir) == 0
+    assert (tmp_path / "anim.sodec").read_bytes() == (tmp_path / "first.sodec").read_bytes()
+
+
+def test_exif_orientation_is_applied_before_coding(tmp_path, photo_rgb, tiny_model_dir):
+    """A photo stored landscape with EXIF orientation 6 (rotate 90° clockwise to display) is coded upright."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(photo_rgb).save(tmp_path / "rotated.jpg", exif=exif, quality=95)
+    with Image.open(tmp_path / "rotated.jpg") as im:
+        assert im.size == (128, 96)  # stored landscape
+        upright = np.asarray(im.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    Image.fromarray(upright).save(tmp_path / "upright.png")
+    assert _compress(tmp_path / "rotated.jpg", tmp_path / "r.sodec", tiny_model_dir) == 0
+    header = container.unpack((tmp_path / "r.sodec").read_bytes()).header
+    assert (header.width, header.height) == (96, 128)
+    assert _compress(tmp_path / "upright.png", tmp_path / "u.sodec", tiny_model_dir) == 0
+    assert (tmp_path / "r.sodec").read_bytes() == (tmp_path / "u.sodec").read_bytes()  # the same pixels coded
+    assert main(["decompress", str(tmp_path / "r.sodec"), "-o", str(tmp_path / "r.png"),
+                 "--model", str(tiny_model_dir)]) == 0  # fmt: skip
+    with Image.open(tmp_path / "r.png") as im:
+        assert im.size == (96, 128) and "exif" not in im.info
+
+
+def test_outputs_get_the_usual_permissions(tmp_path, photo_png, tiny_model_dir):
+    """Not the 0600 of the temporary file they are written to: 0666 minus the umask, like any new file."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    (tmp_path / "reference").write_bytes(b"")
+    expected = stat.S_IMODE((tmp_path / "reference").stat().st_mode)
+    assert expected == 0o666 & ~mask
+    assert _compress(photo_png, tmp_path / "o.sodec", tiny_model_dir) == 0
+    assert main(["decompress", str(tmp_path / "o.sodec"), "-o", str(tmp_path / "o.png"),
+                 "--model", str(tiny_model_dir)]) == 0  # fmt: skip
+    for name in ("o.sodec", "o.png"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
+
+
+def test_a_write_that_fails_part_way_leaves_no_file_and_keeps_the_old_one(
+    tmp_path, photo_png, tiny_model_dir, capsys, monkeypatch
+):
+    model = str(tiny_model_dir)
+    assert _compress(photo_png, tmp_path / "o.sodec", tiny_model_dir) == 0
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "old.png").write_bytes(b"the previous output")
+
+    def save_half(self, fp, *args, **kwargs):  # a disk that fills up half-way through the PNG
+        fp.write(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(Image.Image, "save", save_half)
+        for name in ("new.png", "old.png"):
+            argv = ["decompress", str(tmp_path / "o.sodec"), "-o", str(tmp_path / "png" / name), "--model", model]
+            _expect_error(capsys, [*argv, "--force"], "No space left on device")
+    _no_leftovers(tmp_path / "png", ["old.png"])  # no partial new.png, no temporary file
+    assert (tmp_path / "png" / "old.png").read_bytes() == b"the previous output"
+
+    def fsync(fd):  # the .sodec bytes are written, then the disk refuses them
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    before = (tmp_path / "o.sodec").read_bytes()
+    (tmp_path / "o.sodec").write_bytes(b"the previous file")
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", fsync)
+        _expect_error(capsys, ["compress", str(photo_png), "-o", str(tmp_path / "o.sodec"), "--model", model,
+                               "--force"], "No space left on device")  # fmt: skip
+        _expect_error(capsys, ["compress", str(photo_png), "-o", str(tmp_path / "n.sodec"), "--model", model],
+                      "No space left on device")  # fmt: skip
+    assert (tmp_path / "o.sodec").read_bytes() == b"the previous file" != before
+    _no_leftovers(tmp_path, ["o.sodec", "photo.png", "png"])
 
 
 def test_output_into_an_existing_folder_and_unwritable_output(tmp_path, photo_png, tiny_model_dir, capsys):

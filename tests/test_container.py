@@ -149,5 +149,13 @@ def test_header_validation():
         _file(width=0)
 
 
-def test_bpp_is_bytes_times_8_over_pixels():
-    assert container.bits_per_pixel(983, 768, 512) == pytest.approx(983 * 8 / (768 * 512))
+def test_bpp_counts_the_whole_file_over_the_original_pixels():
+    """The bpp ``sodec info`` reports counts every byte of the file (header and CRC included) over the image's
+    own pixels, not the padded latent grid's (100x37 is coded as 128x64)."""
+    f = _file(width=100, height=37)
+    data = container.pack(f)
+    assert len(data) == 26 - 2 + 14 + 9 == 47  # the overhead of test_layout_is_byte_exact, 1-byte sizes, streams
+    info = container.header_dict(container.unpack(data).header, len(data))
+    assert info["bytes"] == 47 and info["bpp"] == 0.101622  # 376 bits / 3700 pixels
+    assert container.bits_per_pixel(47, 100, 37) != container.bits_per_pixel(47, 128, 64)
+    assert container.bits_per_pixel(1000, 100, 80) == 1.0 and container.bits_per_pixel(1, 1, 1) == 8.0

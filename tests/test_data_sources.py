@@ -11,12 +11,13 @@ from conftest import run_cli
 from PIL import Image
 
 from sodec.errors import SodecError
+from sodec.train import photoset
 from sodec.train import sources as S
 
 
 @pytest.fixture(autouse=True)
 def _fast_png(monkeypatch):
-    monkeypatch.setattr(S, "PNG_COMPRESS_LEVEL", 1)
+    monkeypatch.setattr(photoset, "PNG_COMPRESS_LEVEL", 1)
 
 
 def _photo(path, size, seed=0, exif_orientation=None) -> None:
@@ -75,7 +76,7 @@ def test_split_edge_cases():
 
 
 def _ranked_eligible(sizes, seed=0):
-    return sorted((k for k, s in sizes.items() if S.val_eligible(s)), key=lambda k: S._rank(k, seed))
+    return sorted((k for k, s in sizes.items() if S.val_eligible(s)), key=lambda k: photoset._rank(k, seed))
 
 
 def test_dev_photos_are_the_next_eligible_ones_in_rank_order():
@@ -295,10 +296,58 @@ def test_failure_keeps_the_previous_output(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(S, "sha256_file", boom)
+    monkeypatch.setattr(photoset, "sha256_file", boom)
     with pytest.raises(OSError):
         S.build_dataset(out, f"folder:{folder}", cache=tmp_path / "cache")
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_sources_module_still_exports_the_split_modules_names():
+    from sodec.train import catalogue, copyright, downloads
+
+    assert S.build_dataset is photoset.build_dataset and S.Manifest is photoset.Manifest
+    assert S.SOURCES is catalogue.SOURCES and S.parse_dep5 is copyright.parse_dep5
+    assert S.default_cache is downloads.default_cache
+    assert all(hasattr(S, name) for name in S.__all__)
+
+
+@pytest.mark.parametrize("killed_at", ["train", "val", "dev", "manifest.json", "journal"])
+def test_a_publish_killed_part_way_is_completed_by_the_next_run(tmp_path, monkeypatch, killed_at):
+    """Bug 5 of issue 18: a kill between removing the old manifest and the last rename left a folder with
+    some splits but no manifest, which the next run refused as "not written by sodec data"."""
+    folder = tmp_path / "mine"
+    for i in range(9):
+        _photo(folder / f"p{i}.jpg", (900, 600), i)
+    out, cache = tmp_path / "data", tmp_path / "cache"
+    S.build_dataset(out, f"folder:{folder}", cache=cache, dev_count=0)  # the previous set: no dev/
+    expected_old = _tree(out)
+
+    real_replace, real_unlink = os.replace, type(out).unlink
+
+    def killed_replace(src, dst):  # the kill: the process stops before this rename into out/
+        if os.fspath(dst) == os.fspath(out / killed_at):
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    def killed_unlink(self, *a, **k):
+        if killed_at == "journal" and self.name == photoset.PUBLISH_JOURNAL:
+            raise KeyboardInterrupt  # everything is in place, only the journal is left
+        real_unlink(self, *a, **k)
+
+    monkeypatch.setattr(os, "replace", killed_replace)
+    monkeypatch.setattr(type(out), "unlink", killed_unlink)
+    with pytest.raises(KeyboardInterrupt):
+        S.build_dataset(out, f"folder:{folder}", cache=cache)
+    monkeypatch.undo()
+    monkeypatch.setattr(photoset, "PNG_COMPRESS_LEVEL", 1)
+    assert _tree(out) != expected_old  # the kill did leave a half-published folder
+
+    m = S.build_dataset(out, f"folder:{folder}", cache=cache)  # the next run completes it, then rebuilds
+    clean = tmp_path / "clean"
+    S.build_dataset(clean, f"folder:{folder}", cache=cache)
+    assert _tree(out) == _tree(clean)
+    assert {e.split for e in m.files} == {"train", "val", "dev"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging or journal left behind
 
 
 @pytest.mark.parametrize("sub", ["train", "val", "dev"])

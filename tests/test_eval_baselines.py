@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from sodec.container import bits_per_pixel
 from sodec.errors import SodecError
 from sodec.eval import baselines as bl
 
@@ -21,10 +23,12 @@ def test_each_codec_round_trips_and_bpp_is_the_file_size(name, photo_rgb, tmp_pa
     mid = (codec.lowest + codec.highest) / 2
     e = bl.encode_once(codec, photo_rgb, round(mid) if codec.integer else mid)
     assert e.decoded.shape == photo_rgb.shape and e.decoded.dtype == photo_rgb.dtype
+    # the bytes bpp counts are a whole file: written out and read back alone, they decode to what was scored
     path = tmp_path / f"x.{name}"
     path.write_bytes(e.data)
+    assert np.array_equal(codec.decode(path.read_bytes()), e.decoded)
     h, w = photo_rgb.shape[:2]
-    assert e.bpp == path.stat().st_size * 8 / (w * h)
+    assert e.bpp == bits_per_pixel(path.stat().st_size, w, h)  # over the image's pixels, the one bpp formula
     assert 0 < e.bpp < 24
     assert abs(e.decoded.astype(int) - photo_rgb).mean() < 40  # a picture of the same thing
     assert codec.library

@@ -257,13 +257,12 @@ def test_fid_equals_torchmetrics_statistics(n, d):
 
 def test_fid_of_gaussians_with_known_statistics():
     # identical covariance => FID is the squared distance of the means (up to sampling of the covariance)
-    d = 3
     real = torch.tensor([[1.0, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1], [0, 0, -1]], dtype=torch.float64)
     fake = real + torch.tensor([3.0, 4.0, 0.0], dtype=torch.float64)
     assert M.fid_from_features(real, fake) == pytest.approx(25.0, abs=1e-9)
     # scaling the spread by s: tr Σ (1 + s² - 2s) = tr Σ (1 - s)², here tr Σ = 3 axes · 2/5 = 1.2 (unbiased)
+    assert torch.cov(real.T).trace().item() == pytest.approx(1.2)  # the tr Σ the expected value uses
     assert M.fid_from_features(real, 2 * real) == pytest.approx(1.2 * (1 - 2) ** 2, abs=1e-9)
-    assert d == real.shape[1]
 
 
 def test_kid_equals_the_unbiased_polynomial_mmd_computed_by_hand():
@@ -396,6 +395,39 @@ def test_fid_on_patches_orders_distortions(inception):
     assert fr.shape == (3, 2048)
     assert M.fid_from_features(fr, fr) == pytest.approx(0.0, abs=1e-6)
     assert 0 < M.fid_from_features(fr, fn) < M.fid_from_features(fr, fb)
+
+
+@needs_lpips
+def test_network_metrics_are_safe_to_share_between_threads():
+    """Two threads scoring different references with one suite (reusing each reference's features) get
+    exactly the values of a sequential run: no thread ever sees the other's reference."""
+    import threading
+
+    rng = np.random.default_rng(1)
+    refs = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    dists = [[np.clip(r.astype(int) + rng.integers(-k, k + 1, r.shape), 0, 255).astype(np.uint8) for k in (6, 30)]
+             for r in refs]  # fmt: skip
+    suite = M.MetricSuite(["lpips_alex", "dists"])
+    expected = {(i, j): suite.per_image(refs[i], dists[i][j]) for i in range(2) for j in range(2)}
+    suite.forget()
+    got: dict[int, list] = {0: [], 1: []}
+    start = threading.Barrier(2)
+
+    def work(i: int) -> None:
+        start.wait()
+        for round_ in range(6):
+            j = round_ % 2
+            got[i].append(((i, j), suite.per_image(refs[i], dists[i][j], ref_key=f"ref{i}")))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(v) == 6 for v in got.values())
+    for i in range(2):
+        for key, values in got[i]:
+            assert values == expected[key], (key, values, expected[key])
 
 
 @needs_lpips

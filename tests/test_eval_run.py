@@ -187,10 +187,10 @@ def test_decoder_both_counts_the_encode_time_once(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from sodec import api
-    from sodec.eval import run
+    from sodec.eval import coding
 
     clock = [0.0]
-    monkeypatch.setattr(run, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    monkeypatch.setattr(coding, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def compress_image(model, rgb):
         clock[0] += 10.0  # every encode takes 10 s, every decode 1 s, on this clock
@@ -202,11 +202,13 @@ def test_decoder_both_counts_the_encode_time_once(tmp_path, monkeypatch):
 
     monkeypatch.setattr(api, "compress_image", compress_image)
     monkeypatch.setattr(api, "decompress_bytes", decompress_bytes)
-    monkeypatch.setattr(run, "_measure", lambda state, image, decoded, row: None)
-    state = run._State(run.EvalConfig(data=tmp_path, out=tmp_path, decoder="both"), suite=None)
-    state.sodec_info["r0"] = {"decoders": ["diffusion", "fidelity"]}
-    model = SimpleNamespace(config=SimpleNamespace(rate_point=0))
-    run._run_sodec(state, run._Image("a", tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8)), [("r0", model)])
-    assert state.coding_s["sodec"] == pytest.approx(10.0 + 2 * 1.0)
-    assert [(r["codec"], r["encode_s"], r["decode_s"]) for r in state.records] == [
+    monkeypatch.setattr(coding.ImageCoder, "_measure", lambda self, image, decoded, row, result: None)
+    coder = coding.ImageCoder(coding.EvalConfig(data=tmp_path, out=tmp_path, model=None, decoder="both",
+                                                baselines=()))
+    coder.suite = M.MetricSuite(())
+    coder.models = [("r0", SimpleNamespace(config=SimpleNamespace(rate_point=0)))]
+    coder.sodec_info["r0"] = {"decoders": ["diffusion", "fidelity"]}
+    result = coder.code(coding.EvalImage("a", tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8)))
+    assert result.coding_s["sodec"] == pytest.approx(10.0 + 2 * 1.0)
+    assert [(r["codec"], r["encode_s"], r["decode_s"]) for r in result.rows] == [
         ("sodec-diffusion", 10.0, 1.0), ("sodec-fidelity", 10.0, 1.0)]  # each row: its file's encode time

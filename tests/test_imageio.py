@@ -10,12 +10,15 @@ import errno
 import io
 import os
 import stat
+import warnings
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from sodec.imageio import atomic_write
+from sodec.container import ColorMode
+from sodec.errors import ImageInputError
+from sodec.imageio import atomic_write, decode_image_bytes, load_image
 
 
 @pytest.fixture
@@ -96,3 +99,50 @@ def test_a_failed_sync_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatc
     with pytest.raises(OSError, match="Input/output error"):
         atomic_write(target, data=b"new")
     assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["a.sodec"]
+
+
+def _gif(path, frames: int) -> None:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)) for _ in range(frames)]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=50)
+
+
+@pytest.mark.parametrize("kind", ["exif-rotated", "palette-transparency", "animated", "gray"])
+def test_bytes_are_read_with_the_same_policy_as_files(tmp_path, kind):
+    """``decode_image_bytes`` (uploads) and ``load_image`` (files) give the same array, mode and warnings."""
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    path = tmp_path / "in.png"
+    if kind == "exif-rotated":
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        path = tmp_path / "in.jpg"
+        Image.fromarray(rgb).save(path, exif=exif)
+    elif kind == "palette-transparency":
+        Image.fromarray(rgb).convert("P").save(path, transparency=0)
+    elif kind == "animated":
+        path = tmp_path / "in.gif"
+        _gif(path, 2)
+    else:
+        Image.fromarray(rgb).convert("L").save(path)
+    with warnings.catch_warnings(record=True) as from_file:
+        warnings.simplefilter("always")
+        a, mode_a = load_image(path)
+    with warnings.catch_warnings(record=True) as from_bytes:
+        warnings.simplefilter("always")
+        b, mode_b = decode_image_bytes(path.read_bytes(), path.name)
+    assert np.array_equal(a, b) and mode_a == mode_b
+    expected = {
+        "palette-transparency": ["in.png: alpha channel dropped (sodec codes colour only)"],
+        "animated": ["in.gif: animated image, only the first frame is coded"],
+    }.get(kind, [])
+    assert [str(w.message) for w in from_file] == [str(w.message) for w in from_bytes] == expected
+    if kind == "exif-rotated":
+        assert a.shape == (30, 20, 3)  # stored 30x20 landscape, shown portrait
+    assert mode_a == (ColorMode.GRAY if kind == "gray" else ColorMode.RGB)
+
+
+@pytest.mark.parametrize(("data", "match"), [(b"", "upload.png: empty file"), (b"GIF89a broken", "not a readable")])
+def test_bad_bytes_are_one_image_input_error(data, match):
+    with pytest.raises(ImageInputError, match=match):
+        decode_image_bytes(data, "upload.png")

@@ -73,5 +73,5 @@ def test_rate_terms_are_float32_and_unchanged_under_autocast():
     torch.manual_seed(1)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = stage(x, 1.0)
-    assert mixed["bpp"].dtype == mixed["rate"].dtype == torch.float32
-    assert torch.equal(mixed["bpp"], plain["bpp"]) and torch.equal(mixed["rate"], plain["rate"])
+    assert mixed["bpp_estimate"].dtype == mixed["rate"].dtype == torch.float32
+    assert torch.equal(mixed["bpp_estimate"], plain["bpp_estimate"]) and torch.equal(mixed["rate"], plain["rate"])

@@ -1,10 +1,11 @@
 """`sodec serve`: the HTTP API without a browser (tiny model), then the page end to end in headless Chromium.
 
-The browser test starts ``sodec serve --port 0`` with the bundled nano model in a subprocess, drives Debian's
-``chromium`` through ``chromedriver`` (selenium; no browser is downloaded) and checks the numbers on the page
-against the files it downloads.  It skips with the reason when Chromium, chromedriver or selenium is missing.
+The browser test serves the bundled nano model (in a thread of this process), drives Debian's ``chromium``
+through ``chromedriver`` (selenium; no browser is downloaded), checks that SODEC's result is on the page while
+the baselines are still to come (progressive rendering), then checks the numbers on the page against the files
+it downloads.  It skips with the reason when Chromium, chromedriver or selenium is missing.
 ``SODEC_SCREENSHOT=docs/img/serve.png`` makes it code the full bundled photo instead of a 256x256 crop, with the
-default metrics, and save a screenshot of the page there (the README's picture).
+default metrics, and save a screenshot of the page there (the README's picture); ``-s`` shows its timings.
 """
 
 from __future__ import annotations
@@ -158,6 +159,36 @@ def test_compress_job_matches_its_files(tiny_server, photo_rgb):
     assert jpeg["encode_ms"] >= 0 and jpeg["decode_ms"] >= 0 and jpeg["setting"].startswith("quality ")
 
 
+def test_compress_publishes_sodec_first_then_each_baseline(tiny_server, photo_rgb):
+    """The job's partial results: SODEC's file and image while the baseline still waits, then the baseline,
+    then the metrics; every codec row is there from the start, and progress only grows, to 1."""
+    engine, queue = tiny_server.app.state.engine, tiny_server.app.state.queue
+    data = png_bytes(photo_rgb)
+    seen = []
+
+    def run(publish, outputs):
+        def record(stage, result, progress=None):
+            seen.append((stage, json.loads(json.dumps(result)), progress))
+            publish(stage, result, progress)
+
+        return engine.compress(data, "p.png", 0, record, outputs)
+
+    job = queue.submit("compress", run)
+    assert wait_job(tiny_server.url, job.id)["state"] == "done"
+    rows = [{c["id"]: c for c in result["codecs"]} for _, result, _ in seen]
+    assert all(list(r) == ["sodec", "jpeg"] for r in rows)  # every row from the first publish on
+    first = next(i for i, r in enumerate(rows) if r["sodec"]["image"])
+    assert rows[first]["sodec"]["bytes"] == seen[-1][1]["target"]["bytes"]
+    assert rows[first]["jpeg"]["state"] == "waiting" and rows[first]["jpeg"]["bytes"] is None
+    states = [r["jpeg"]["state"] for r in rows]
+    assert [s for i, s in enumerate(states) if i == 0 or s != states[i - 1]] == ["waiting", "coding", "measuring",
+                                                                                  "done"]
+    assert rows[-1]["sodec"]["metrics"].keys() == rows[-1]["jpeg"]["metrics"].keys() == {"psnr", "ms_ssim"}
+    progress = [p for _, _, p in seen]
+    assert progress == sorted(progress) and progress[0] == 0 and progress[-1] == 1
+    assert seen[-1][0] == "done"
+
+
 # attachment; filename="ASCII without quotes or backslashes"[; filename*=UTF-8''percent-encoded] (RFC 6266/5987)
 DISPOSITION = re.compile(r'(attachment|inline); filename="([ !#-\[\]-~]*)"'
                          r"(?:; filename\*=UTF-8''([A-Za-z0-9%._~-]+))?")
@@ -265,7 +296,7 @@ def test_sodec_upload_decodes_with_header_info(tiny_server, tiny_model, photo_rg
     assert job["state"] == "done", job["error"]
     h = job["result"]["header"]
     assert (h["model"], h["rate_point"], h["width"], h["height"], h["bytes"]) == ("tiny", 0, 128, 96, len(data))
-    assert h["bpp"] == pytest.approx(8 * len(data) / (128 * 96)) and h["checksum"] == "ok"
+    assert h["bpp"] == pytest.approx(8 * len(data) / (128 * 96), abs=1e-6) and h["checksum"] == "ok"
     status, headers, png = request(f"{tiny_server.url}/api/jobs/{job['id']}/files/decoded.png?download=1")
     assert status == 200 and headers["content-disposition"] == 'attachment; filename="x.png"'
     decoded, _ = api.decompress_bytes(data, tiny_model)
@@ -337,7 +368,27 @@ def test_job_queue_keeps_only_recent_results():
     assert failing.state == "error" and failing.status == 500 and "ZeroDivisionError" in failing.error
     with pytest.raises(ValueError):
         JobQueue(max_waiting=-1)
-    assert issubclass(QueueFull, Exception)
+
+
+def test_job_queue_refuses_a_request_beyond_max_waiting():
+    q = JobQueue(max_waiting=1)
+    gate = threading.Event()
+    busy = q.submit("t", lambda publish, outputs: gate.wait(30))
+    try:
+        deadline = time.time() + 10
+        while busy.state != "running":
+            assert time.time() < deadline
+            time.sleep(0.01)
+        waiting = q.submit("t", lambda publish, outputs: None)  # one may wait
+        with pytest.raises(QueueFull, match=r"^server busy: one image is being coded and 1 more request\(s\) are "
+                                            r"waiting \(the queue holds 1\)"):
+            q.submit("t", lambda publish, outputs: None)
+        assert q.status() == {"ready": True, "warm_up_error": None, "running": True, "waiting": 1, "max_waiting": 1}
+    finally:
+        gate.set()
+    while waiting.finished is None:
+        time.sleep(0.01)
+    assert busy.state == waiting.state == "done"
 
 
 def test_engine_refuses_unknown_metrics_baselines_and_rates(tiny_model_dir):
@@ -416,33 +467,45 @@ def _downloaded(folder: Path, name: str, timeout: float = 30) -> Path:
     return path
 
 
+class Gate:
+    """Holds every baseline search until released: the browser test can then see SODEC's result on the page
+    while the baselines are still to come, whatever the machine's speed."""
+
+    def __init__(self, encode_at_bpp) -> None:
+        self.open = threading.Event()
+        self.encode_at_bpp = encode_at_bpp
+
+    def __call__(self, *args, **kwargs):
+        assert self.open.wait(120), "the test never released the baselines"
+        return self.encode_at_bpp(*args, **kwargs)
+
+
 @pytest.fixture
-def nano_server(tmp_path):
-    """``sodec serve --port 0`` with the bundled nano model, in a subprocess; yields its URL."""
-    screenshot = os.environ.get("SODEC_SCREENSHOT")
-    metrics = "psnr,ms_ssim,lpips_alex,dists" if screenshot else "psnr,ms_ssim,lpips_alex"
-    log = open(tmp_path / "server.log", "w+")
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "sodec.cli", "serve", "--port", "0", "--model", "nano",
-                             "--metrics", metrics], stdout=subprocess.PIPE, stderr=log, text=True)
+def nano_server(monkeypatch):
+    """The demo with the bundled nano model in this process (ready: model and metrics loaded), its baseline
+    searches held by a :class:`Gate`; yields ``(url, gate)``."""
+    from sodec.eval import baselines
+    from sodec.serve.pipeline import DEFAULT_METRICS
+
+    gate = Gate(baselines.encode_at_bpp)
+    monkeypatch.setattr(baselines, "encode_at_bpp", gate)
+    metrics = DEFAULT_METRICS if os.environ.get("SODEC_SCREENSHOT") else ("psnr", "ms_ssim", "lpips_alex")
+    server = ThreadServer(ServeConfig(model="nano", metrics=metrics))
     try:
-        line = proc.stdout.readline()
-        match = re.search(r"http://127\.0\.0\.1:\d+", line)
-        if not match:
-            log.seek(0)
-            pytest.fail(f"server did not start: {line!r} {log.read()}")
-        yield match.group(0)
+        deadline = time.time() + 900  # two cores shared with a training job: minutes
+        while not json.loads(request(f"{server.url}/api/info")[2])["queue"]["ready"]:
+            assert time.time() < deadline, "the model and metrics did not load"
+            time.sleep(0.2)
+        yield server.url, gate
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        gate.open.set()
+        server.stop()
 
 
 def test_browser_compress_compare_download_decode(chromium, nano_server, tmp_path):
     from selenium.webdriver.common.by import By
 
+    url, gate = nano_server
     screenshot = os.environ.get("SODEC_SCREENSHOT")
     downloads = tmp_path / "downloads"
     downloads.mkdir()
@@ -453,26 +516,51 @@ def test_browser_compress_compare_download_decode(chromium, nano_server, tmp_pat
     height, width = rgb.shape[:2]
     photo = tmp_path / "photo.png"
     Image.fromarray(rgb).save(photo)
-    info = json.loads(request(f"{nano_server}/api/info")[2])
+    info = json.loads(request(f"{url}/api/info")[2])
 
     driver = _browser(downloads)
     try:
-        t0 = time.time()
-        driver.get(nano_server + "/")
+        driver.get(url + "/")
         _wait(lambda: driver.find_elements(By.CSS_SELECTOR, "#rate option"), 30, "the rate points")
         family = api.resolve_model_folder("nano").parent  # the page offers every bundled rate point
-        rates = sorted(p.name.removeprefix("rate-") for p in family.glob("rate-*"))
+        rates = [str(r) for r in api.available_rates(family)]
         assert [o.get_attribute("value") for o in driver.find_elements(By.CSS_SELECTOR, "#rate option")] == rates
         assert "20 MB" in driver.find_element(By.ID, "limits").text
-        driver.find_element(By.ID, "photo").send_keys(str(photo))
-        driver.find_element(By.ID, "compress-btn").click()
-        status = driver.find_element(By.ID, "status")
-        _wait(lambda: status.get_attribute("data-state") in ("done", "error"), 600, "the result")
-        assert status.get_attribute("data-state") == "done", driver.find_element(By.ID, "error").text
-        elapsed = time.time() - t0
 
         def cell(codec: str, field: str) -> str:
             return driver.find_element(By.CSS_SELECTOR, f'tr[data-codec="{codec}"] td[data-field="{field}"]').text
+
+        def sodec_shown() -> bool:  # its file's size in the table and its reconstruction loaded in the gallery
+            return driver.execute_script(
+                "const b = document.querySelector('tr[data-codec=\"sodec\"] td[data-field=\"bytes\"]');"
+                "const i = document.querySelector('figure[data-codec=\"sodec\"] img');"
+                "return !!(b && /\\d/.test(b.textContent) && i && i.complete && i.naturalWidth > 0);")
+
+        driver.find_element(By.ID, "photo").send_keys(str(photo))
+        t0 = time.time()
+        driver.find_element(By.ID, "compress-btn").click()
+        status = driver.find_element(By.ID, "status")
+        # progressive rendering: SODEC's result is on the page while every baseline is still to come (the gate
+        # holds their searches until the page has shown it), with the progress bar and each row's state
+        _wait(lambda: sodec_shown() or status.get_attribute("data-state") == "error", 600, "SODEC's result")
+        first = time.time() - t0
+        assert status.get_attribute("data-state") == "running", driver.find_element(By.ID, "error").text
+        assert driver.find_element(By.ID, "progress").is_displayed()
+        # one snapshot of the table (the page rebuilds it at every poll, so elements found earlier go stale)
+        table = driver.execute_script(
+            "return [...document.querySelectorAll('#result-body tr')].map((r) => [r.dataset.codec, r.dataset.status,"
+            " r.dataset.state, r.querySelector('td[data-field=\"bytes\"]').textContent]);")
+        assert [row[0] for row in table] == ["sodec", "heic", "avif", "jpeg"]
+        for codec, row_status, state, shown in table[1:]:
+            if row_status != "unavailable":
+                assert (state, shown) in (("waiting", "…"), ("coding", "…")), codec
+        gate.open.set()
+        _wait(lambda: status.get_attribute("data-state") in ("done", "error"), 600, "the whole result")
+        assert status.get_attribute("data-state") == "done", driver.find_element(By.ID, "error").text
+        elapsed = time.time() - t0
+        assert not driver.find_element(By.ID, "progress").is_displayed()
+        assert {r.get_attribute("data-state") for r in driver.find_elements(By.CSS_SELECTOR, "#result-body tr")} \
+            == {"done"}
 
         rows = [r.get_attribute("data-codec") for r in driver.find_elements(By.CSS_SELECTOR, "#result-body tr")]
         assert rows == ["sodec", "heic", "avif", "jpeg"]
@@ -497,6 +585,9 @@ def test_browser_compress_compare_download_decode(chromium, nano_server, tmp_pat
             return body
 
         recon = np.asarray(Image.open(io.BytesIO(fetch('tr[data-codec="sodec"] a.file[href*="sodec.png"]'))))
+        job_id = re.search(r"/api/jobs/([^/]+)/", button.get_attribute("href"))[1]
+        job = json.loads(request(f"{url}/api/jobs/{job_id}")[2])
+        values = {c["id"]: c["metrics"] for c in job["result"]["codecs"]}
         assert recon.shape == rgb.shape
         assert cell("sodec", "psnr") == f"{psnr(rgb, recon):.2f}"
         decoded, _ = api.decompress_bytes(data)
@@ -522,12 +613,19 @@ def test_browser_compress_compare_download_decode(chromium, nano_server, tmp_pat
                 assert cell(codec, "size").endswith("its minimum")
                 notes = driver.find_element(By.ID, "notes").text
                 assert f"cannot get as small as SODEC's {shown_bytes:,} bytes: its smallest file" in notes
+            # every metric shown is the server's value, to the page's digits; PSNR is also measured here on
+            # the PNG the page shows
+            digits = {"psnr": 2, "delta_e": 2}
             for m in info["metrics"]:
                 text = cell(codec, m["name"])
-                if m["available"]:
-                    float(text)  # a number is shown
-                else:
+                if not m["available"]:
                     assert text == "unavailable"
+                elif values[codec][m["name"]] is None:
+                    assert text == "n/a"
+                else:
+                    assert text == f"{values[codec][m['name']]:.{digits.get(m['name'], 4)}f}"
+            png = fetch(f'tr[data-codec="{codec}"] a.file[href$=".png?download=1"]')
+            assert cell(codec, "psnr") == f"{psnr(rgb, np.asarray(Image.open(io.BytesIO(png)))):.2f}"
             assert re.fullmatch(r"[\d.]+ (ms|s)", cell(codec, "encode_ms"))
 
         # the before/after slider moves the clip of the reconstruction
@@ -575,6 +673,7 @@ def test_browser_compress_compare_download_decode(chromium, nano_server, tmp_pat
         driver.find_element(By.ID, "compress-btn").click()
         _wait(lambda: driver.find_element(By.ID, "error").text, 30, "the error message")
         assert "notes.txt is not an image this server can read" in driver.find_element(By.ID, "error").text
-        print(f"browser round trip ({width}x{height}): result after {elapsed:.1f} s")
+        print(f"browser round trip ({width}x{height}): SODEC's result on the page after {first:.1f} s, all of it "
+              f"after {elapsed:.1f} s")
     finally:
         driver.quit()

@@ -16,7 +16,7 @@ from sodec.models import SodecModel
 from sodec.train.checkpoint import list_checkpoints
 from sodec.train.config import ConfigError, LossSection, from_dict, load_config
 from sodec.train.data import RandomCrops, StreamSampler
-from sodec.train.loop import train
+from sodec.train.loop import CsvLog, read_csv_log, train
 from sodec.train.losses import lmbda_at
 
 
@@ -154,8 +154,37 @@ def test_a_higher_rate_weight_gives_a_lower_rate(tmp_path, one_photo):
     for lmbda in (0.0, 20.0):
         torch.manual_seed(0)
         run = train(from_dict(tiny("rd", tmp_path / str(lmbda), one_photo, steps=40, loss={"lmbda": lmbda})), False)
-        bpp[lmbda] = np.mean(losses(run, "bpp")[-5:])
+        bpp[lmbda] = np.mean(losses(run, "bpp_estimate")[-5:])
     assert bpp[20.0] < 0.7 * bpp[0.0], bpp
+
+
+def test_the_logged_rate_is_named_an_estimate(tmp_path, one_photo):
+    """The training log's rate comes from likelihoods, not from a file's bytes: its columns say so."""
+    run = train(from_dict(tiny("rd", tmp_path / "rd", one_photo, steps=2, val={"every": 2})), False)
+    for name in ("log.csv", "val.csv"):
+        with (run / name).open() as f:
+            header = next(csv.reader(f))
+        assert "bpp_estimate" in header and "bpp" not in header, (name, header)
+
+
+def test_logs_with_the_old_bpp_column_still_read_and_resume(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("step,loss,bpp,seconds\n10,1.5,0.25,3.0\n")  # written before the rename
+    CsvLog(log).write({"step": 20, "loss": 1.25, "bpp_estimate": 0.125, "seconds": 6.0})  # a resumed run
+    assert log.read_text().splitlines() == ["step,loss,bpp,seconds", "10,1.5,0.25,3.0", "20,1.25,0.125,6"]
+    assert [r["bpp_estimate"] for r in read_csv_log(log)] == ["0.25", "0.125"]
+
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("plot_curves", Path(__file__).parents[1] / "scripts/plot_curves.py")
+    plot_curves = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot_curves)
+    (tmp_path / "val.csv").write_text("step,image,bpp,psnr\n20,a.png,0.5,20\n20,mean,0.25,21.5\n")
+    rows = plot_curves.curve(tmp_path)
+    assert rows == [{"step": 20.0, "bpp_estimate": 0.25, "psnr": 21.5, "hours": pytest.approx(6.0 / 3600)}]
+    out = tmp_path / "curves.png"
+    assert plot_curves.main([str(tmp_path), "--metrics", "bpp,psnr", "--out", str(out)]) == 0  # old name asked for
+    assert out.stat().st_size > 0
 
 
 def test_prior_lr_scale_speeds_up_only_the_factorized_density(tmp_path, one_photo):

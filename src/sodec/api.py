@@ -40,6 +40,20 @@ def example_image() -> Path:
     return Path(str(resources.files("sodec") / "assets" / "dandelions.png"))
 
 
+def available_rates(family: str | os.PathLike) -> list[int]:
+    """The rate points of a model family folder: the sorted ``N`` of its ``rate-N`` subfolders.
+
+    Only folders whose suffix is all digits count (``rate-2`` yes; ``rate-x``, ``rate-`` or a file named
+    ``rate-3`` no).  A folder that is not a family (or does not exist) has none: ``[]``.
+    """
+    family = Path(family)
+    if not family.is_dir():
+        return []
+    return sorted(
+        int(p.name[5:]) for p in family.iterdir() if p.is_dir() and p.name.startswith("rate-") and p.name[5:].isdigit()
+    )
+
+
 def resolve_model_folder(model: str | os.PathLike, rate: int | None = None) -> Path:
     """Find the folder of one model (one rate point).
 
@@ -57,7 +71,7 @@ def resolve_model_folder(model: str | os.PathLike, rate: int | None = None) -> P
         raise ModelError(f"model {str(model)!r} is neither a model folder nor a bundled model (bundled: {names})")
     if (family / CONFIG_NAME).is_file():
         return family
-    rates = sorted(int(p.name[5:]) for p in family.glob("rate-*") if p.name[5:].isdigit())
+    rates = available_rates(family)
     if not rates:
         raise ModelError(f"{family} holds no model ({CONFIG_NAME} or rate-N/{CONFIG_NAME})")
     rate = rates[0] if rate is None else rate

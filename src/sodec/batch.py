@@ -13,6 +13,8 @@
   time, so only the file that kills a worker fails).
 * At the end, a summary: files done / skipped / failed, total `.sodec` bytes and mean bpp of the files done
   and skipped, and each failure with its one-line reason.  Exit code 2 if any file failed, else 0.
+* Elsewhere: a ``runner`` (:func:`sodec.distributed.code_files`, ``--ray``) codes the files on a Ray cluster
+  instead of local processes, with the same reporting; its workers check existing outputs themselves.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from sodec.console import describe, warn_one_line
+from sodec.container import bits_per_pixel
 from sodec.errors import SodecError
 
 EXIT_FAILED = 2
@@ -65,8 +69,8 @@ class Outcome:
     """What happened to one file.  ``n_bytes``: size of its `.sodec` file (input or output)."""
 
     status: str  # "done", "skipped" or "failed"
-    source: Path
-    output: Path
+    source: Path | str  # a str for a URI (``--ray``)
+    output: Path | str
     n_bytes: int = 0
     width: int = 0
     height: int = 0
@@ -74,7 +78,7 @@ class Outcome:
 
     @property
     def bpp(self) -> float:
-        return self.n_bytes * 8 / (self.width * self.height) if self.width and self.height else 0.0
+        return bits_per_pixel(self.n_bytes, self.width, self.height) if self.width and self.height else 0.0
 
     def line(self, kind: str) -> str:
         """The line printed for a file done or skipped (``kind``: compress or decompress)."""
@@ -144,7 +148,7 @@ def _duplicates(pairs: Sequence[tuple[Path, Path]]) -> dict[int, str]:
     first: dict[Path, Path] = {}
     bad = {}
     for i, (src, dst) in enumerate(pairs):
-        key = dst.resolve()
+        key = dst.resolve() if isinstance(dst, Path) else dst  # a URI is compared as written
         if key in first:
             bad[i] = f"{src}: its output {dst} is also the output of {first[key]} (rename one of them)"
         else:
@@ -232,12 +236,16 @@ def run(
     jobs: int = 1,
     threads: int = 1,
     quiet: bool = False,
+    runner: Callable[[Sequence[tuple[int, Any, Any]], Task, bool, Callable[[int, Outcome], None]], None]
+    | None = None,
 ) -> int:
     """Code every (input, output) pair; returns the exit code (2 if any file failed).
 
     ``folder``: a folder run (existing outputs skipped, a summary at the end); otherwise a single file,
     where an existing output is an error unless ``task.force``.  ``threads``: the torch threads of this
-    process, shared out among ``jobs`` workers.
+    process, shared out among ``jobs`` workers.  ``runner(items, task, folder, report)``: codes the
+    ``(index, input, output)`` items elsewhere (``jobs`` is then unused) and calls ``report(index, outcome)``
+    for each; it checks existing outputs itself, where they are (paths may be URIs there).
     """
     outcomes: list[Outcome | None] = [None] * len(pairs)
     progress = None
@@ -263,12 +271,14 @@ def run(
     for i, (src, dst) in enumerate(pairs):
         if i in duplicates:
             report(i, Outcome("failed", src, dst, reason=duplicates[i]))
-        elif folder and not task.force and dst.is_file():
+        elif runner is None and folder and not task.force and dst.is_file():
             report(i, check_existing(task, src, dst))
         else:
             pending.append((i, src, dst))
     try:
-        if jobs > 1 and len(pending) > 1:
+        if runner is not None:
+            runner(pending, task, folder, report)
+        elif jobs > 1 and len(pending) > 1:
             _run_parallel(pending, task, jobs, max(1, threads // jobs), report)
         else:
             for i, src, dst in pending:

@@ -18,7 +18,14 @@ from sodec.console import describe, warn_one_line
 from sodec.errors import SodecError
 
 EXIT_USAGE = 2
-_JOBS_HELP = "worker processes for a folder (default 1: in this process); existing outputs are skipped unless --force"
+_JOBS_HELP = (
+    "worker processes for a folder (default 1: in this process), or Ray workers with --ray (default: one per "
+    "CPU, or per GPU, of the cluster); existing outputs are skipped unless --force"
+)
+_RAY_HELP = (
+    "run on a Ray cluster (needs the ray extra): no ADDRESS starts a local one, 'auto' joins the running "
+    "cluster, ray://HOST:PORT connects a client; SRC and -o may then be s3:// or gs:// URIs (docs/scaling.md)"
+)
 
 
 def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffix: str) -> list[tuple[Path, Path]]:
@@ -51,25 +58,54 @@ def _run_batch(args: argparse.Namespace, pairs: list[tuple[Path, Path]], task) -
     )
 
 
+def _run_ray(args: argparse.Namespace, suffixes: Sequence[str], new_suffix: str, task) -> int:
+    """``--ray``: the folder job on a Ray cluster; local paths or URIs (:mod:`sodec.distributed`)."""
+    from sodec import batch, distributed
+
+    distributed.require_ray("--ray")
+    if args.jobs < 1:
+        raise SodecError(f"--jobs must be at least 1, got {args.jobs}")
+    if distributed.is_uri(args.input) or (args.output is not None and distributed.is_uri(args.output)):
+        pairs, folder = distributed.list_pairs(args.input, args.output, suffixes, new_suffix)
+    else:
+        source = Path(args.input)
+        pairs = _pairs(source, None if args.output is None else Path(args.output), suffixes, new_suffix)
+        folder = source.is_dir()
+    runner = distributed.code_files(args.ray, workers=args.jobs if args.jobs > 1 else None)
+    return batch.run(pairs, task, folder=folder, quiet=args.quiet, runner=runner)
+
+
+def _device(args: argparse.Namespace) -> str:
+    """``--device``, whose default is the CPU here and, with ``--ray``, a GPU on workers that have one."""
+    return args.device or ("auto" if args.ray is not None else "cpu")
+
+
 def cmd_compress(args: argparse.Namespace) -> int:
     from sodec import api
     from sodec.batch import Task
     from sodec.imageio import IMAGE_SUFFIXES
 
-    pairs = _pairs(args.input, args.output, IMAGE_SUFFIXES, ".sodec")
+    task = Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile)
+    if args.ray is not None:
+        api.resolve_model_folder(args.model, args.rate)  # a bad model name: one error, before the cluster starts
+        return _run_ray(args, IMAGE_SUFFIXES, ".sodec", task)
+    args.input = Path(args.input)
+    pairs = _pairs(args.input, None if args.output is None else Path(args.output), IMAGE_SUFFIXES, ".sodec")
     if args.jobs > 1 and len(pairs) > 1:
         api.resolve_model_folder(args.model, args.rate)  # a bad model name: one error, before any worker starts
     else:
-        api.load_model(args.model, args.rate, args.device)  # loaded once (cached), errors before any file
-    task = Task("compress", args.model, args.rate, args.device, args.force, tile=args.tile)
+        api.load_model(args.model, args.rate, task.device)  # loaded once (cached), errors before any file
     return _run_batch(args, pairs, task)
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from sodec.batch import Task
 
-    pairs = _pairs(args.input, args.output, (".sodec",), ".png")
-    task = Task("decompress", args.model, None, args.device, args.force, args.decoder, args.tile)
+    task = Task("decompress", args.model, None, _device(args), args.force, args.decoder, args.tile)
+    if args.ray is not None:
+        return _run_ray(args, (".sodec",), ".png", task)
+    args.input = Path(args.input)
+    pairs = _pairs(args.input, None if args.output is None else Path(args.output), (".sodec",), ".png")
     return _run_batch(args, pairs, task)
 
 
@@ -78,19 +114,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     data = args.input.read_bytes()
     h = container.unpack(data).header
-    info = {
-        "file": str(args.input),
-        "format_version": h.version,
-        "model": h.model_name,
-        "model_hash": h.model_hash.hex(),
-        "rate_point": h.rate_point,
-        "width": h.width,
-        "height": h.height,
-        "color_mode": h.color_mode.name,
-        "bytes": len(data),
-        "bpp": round(container.bits_per_pixel(len(data), h.width, h.height), 6),
-        "checksum": "ok",
-    }
+    info = {"file": str(args.input), **container.header_dict(h, len(data)), "checksum": "ok"}  # unpack checked the CRC
     if args.json:
         print(json.dumps(info))
     else:
@@ -188,7 +212,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         device=args.device,
         force=args.force,
         quiet=args.quiet,
+        ray=args.ray,
+        workers=args.jobs,
     )
+    if args.jobs is not None and (args.ray is None or args.jobs < 1):
+        raise SodecError("--jobs applies to --ray runs (Ray workers) and must be at least 1")
     result = run.run(cfg)
     if not args.quiet:
         print("\n".join(run.summary_lines(result)))
@@ -264,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
 
     p = sub.add_parser("compress", help="image (or folder of images) -> .sodec")
-    p.add_argument("input", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="output file (folder if the input is a folder)")
+    p.add_argument("input", metavar="SRC", help="image file or folder (with --ray also a URI)")
+    p.add_argument("-o", "--output", help="output file (folder if the input is a folder)")
     common(p, os.environ.get("SODEC_MODEL", "nano"))
+    p.set_defaults(device=None)  # cpu; with --ray, each worker's GPU where it has one
     p.add_argument("--rate", type=int, default=None, help="rate point, 0 = smallest files (default 0)")
     p.add_argument(
         "--tile", type=int, default=64, help="encoder tile in latent pixels (x16 image pixels; multiple of 4)"
@@ -274,12 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=_RAY_HELP)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".sodec (or folder of them) -> PNG")
-    p.add_argument("input", type=Path)
-    p.add_argument("-o", "--output", type=Path, help="output PNG (folder if the input is a folder)")
+    p.add_argument("input", metavar="SRC", help=".sodec file or folder (with --ray also a URI)")
+    p.add_argument("-o", "--output", help="output PNG (folder if the input is a folder)")
     common(p, None)
+    p.set_defaults(device=None)  # cpu; with --ray, each worker's GPU where it has one
     p.add_argument(
         "--decoder",
         choices=("auto", "diffusion", "fidelity"),
@@ -295,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=_RAY_HELP)
     p.set_defaults(func=cmd_decompress)
 
     p = sub.add_parser("info", help="print the header fields and bpp of a .sodec file")
@@ -386,6 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device for SODEC and the metric networks")
     p.add_argument("-f", "--force", action="store_true", help="write into a non-empty RUN_DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="code and measure the images on a Ray cluster (needs the ray extra; RUN_DIR on a file system "
+                   "the workers share): no ADDRESS starts a local one, 'auto' joins the running cluster")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="with --ray: Ray workers (default: one per CPU)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="metric weights: fetch the FID Inception once, or show what is available")
@@ -408,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", type=int, default=16, help="finished results kept for download (default 16)")
     p.add_argument("--baselines", default="heic,avif,jpeg", help="classical codecs to compare with (default "
                    "heic,avif,jpeg; also webp, jxl, j2k; none)")
-    p.add_argument("--metrics", default="psnr,ms_ssim,delta_e,lpips_alex,dists", help="comma-separated "
-                   "(default psnr,ms_ssim,delta_e,lpips_alex,dists; also lpips_vgg)")
+    p.add_argument("--metrics", default="psnr,ms_ssim,delta_e,lpips_alex", help="comma-separated "
+                   "(default psnr,ms_ssim,delta_e,lpips_alex; also dists, lpips_vgg: DISTS triples a job's time)")
     p.set_defaults(func=cmd_serve)
     return parser
 

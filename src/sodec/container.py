@@ -100,6 +100,22 @@ def bits_per_pixel(n_bytes: int, width: int, height: int) -> float:
     return n_bytes * 8 / (width * height)
 
 
+def header_dict(header: Header, n_bytes: int) -> dict:
+    """A header's fields with the file's size and bpp (rounded to 6 decimals), as ``sodec info`` prints them
+    and the web demo shows them: JSON-ready (the hash as hex, the colour mode by name)."""
+    return {
+        "format_version": header.version,
+        "model": header.model_name,
+        "model_hash": header.model_hash.hex(),
+        "rate_point": header.rate_point,
+        "width": header.width,
+        "height": header.height,
+        "color_mode": header.color_mode.name,
+        "bytes": n_bytes,
+        "bpp": round(bits_per_pixel(n_bytes, header.width, header.height), 6),
+    }
+
+
 def _put_varint(value: int) -> bytes:
     out = bytearray()
     while True:

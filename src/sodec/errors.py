@@ -27,3 +27,7 @@ class ModelError(SodecError):
 
 class OutputExistsError(SodecError):
     """The output path exists and ``--force`` was not given."""
+
+
+class MetricUnavailable(SodecError):
+    """A metric cannot be computed here; the message says why (shown as ``unavailable: <reason>``)."""

@@ -18,6 +18,7 @@ first frame of an animated image is coded (warning).  ICC profiles and other met
 from __future__ import annotations
 
 import errno
+import io
 import os
 import tempfile
 import warnings
@@ -50,32 +51,54 @@ os.umask(_UMASK)
 def load_image(path: str | os.PathLike) -> tuple[np.ndarray, ColorMode]:
     """Read an image file and apply the colour-mode policy.
 
-    Returns an ``(H, W, 3)`` uint8 RGB array and the mode the decoder should restore.
+    Returns an ``(H, W, 3)`` uint8 RGB array and the mode the decoder should restore.  The policy's
+    warnings (alpha dropped, 16-bit reduced, animation) are :func:`warnings.warn` calls.
 
     Raises:
         ImageInputError: not an image Pillow can read, an empty file, an unsupported mode, or too many pixels.
     """
     path = Path(path)
+    return to_rgb_array(_open_upright(path, str(path)), path.name)
+
+
+def decode_image_bytes(data: bytes, name: str = "image") -> tuple[np.ndarray, ColorMode]:
+    """:func:`load_image` for the bytes of an image file (an upload, say); ``name`` labels messages.
+
+    The same policy, warnings and errors as :func:`load_image`: one function decides how every input image
+    is read, whether it comes from a file or from memory.
+    """
+    return to_rgb_array(_open_upright(io.BytesIO(data), name), name)
+
+
+def _open_upright(source: Path | io.BytesIO, label: str) -> Image.Image:
+    """Open, check the size (before decoding), load the first frame and apply the EXIF orientation.
+
+    ``label`` (the path, or the name of in-memory data) starts every error message; warnings name the file.
+    """
+    name = source.name if isinstance(source, Path) else label
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            with Image.open(source) as im:
                 check_size(*im.size)
                 if getattr(im, "n_frames", 1) > 1:
-                    warnings.warn(f"{path.name}: animated image, only the first frame is coded", stacklevel=2)
+                    warnings.warn(f"{name}: animated image, only the first frame is coded", stacklevel=3)
                 im.load()
-                im = ImageOps.exif_transpose(im)
+                return ImageOps.exif_transpose(im)
     except LimitError as e:
-        raise ImageInputError(f"{path}: refused, {e}") from None
+        raise ImageInputError(f"{label}: refused, {e}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageInputError(f"{path}: refused, {e}") from None
+        raise ImageInputError(f"{label}: refused, {e}") from None
     except FileNotFoundError:
-        raise ImageInputError(f"{path}: no such file") from None
+        raise ImageInputError(f"{label}: no such file") from None
     except (OSError, SyntaxError, ValueError) as e:  # Pillow signals unreadable data with these
-        if path.is_file() and path.stat().st_size == 0:
-            raise ImageInputError(f"{path}: empty file, not an image") from None
-        raise ImageInputError(f"{path}: not a readable image ({e.__class__.__name__}: {e})") from None
-    return to_rgb_array(im, path.name)
+        if isinstance(source, io.BytesIO):
+            empty = source.getbuffer().nbytes == 0
+        else:
+            empty = source.is_file() and source.stat().st_size == 0
+        if empty:
+            raise ImageInputError(f"{label}: empty file, not an image") from None
+        raise ImageInputError(f"{label}: not a readable image ({e.__class__.__name__}: {e})") from None
 
 
 def to_rgb_array(im: Image.Image, label: str = "image") -> tuple[np.ndarray, ColorMode]:

@@ -10,14 +10,30 @@ calibration pairs (tests/test_lpips.py).
 from __future__ import annotations
 
 import os
+from functools import cache
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
 from torch import Tensor, nn
 
 from sodec.errors import ModelError
-from sodec.eval.lpips import backbone_path
+from sodec.eval.lpips import ReferenceFeatures, backbone_path
+
+
+@cache
+def _dists_class() -> type:
+    """``DISTS_pt.DISTS`` whose feature step (``forward_once``) goes through a :class:`ReferenceFeatures`."""
+    from DISTS_pytorch import DISTS_pt
+
+    class _DISTS(DISTS_pt.DISTS):
+        reference: ReferenceFeatures
+
+        def forward_once(self, x: Tensor) -> Any:
+            return self.reference(x, super().forward_once)
+
+    return _DISTS
 
 
 class DISTS(nn.Module):
@@ -38,7 +54,8 @@ class DISTS(nn.Module):
         vgg16 = torchvision.models.vgg16  # DISTS_pt.models *is* torchvision.models: keep the original
         weightless = lambda *args, **kwargs: vgg16(weights=None)  # noqa: E731
         with mock.patch.object(DISTS_pt.models, "vgg16", weightless):
-            self.model = DISTS_pt.DISTS(load_weights=False)
+            self.model = _dists_class()(load_weights=False)
+        self.reference = self.model.reference = ReferenceFeatures()
         state = load_file(str(path))
         convs = [m for m in self.model.modules() if isinstance(m, nn.Conv2d)]
         if len(state) != 2 * len(convs):
@@ -55,3 +72,8 @@ class DISTS(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         return self.model(x, y, require_grad=torch.is_grad_enabled()).reshape(-1)
+
+    def compare(self, x: Tensor, y: Tensor, x_features: Any = None) -> tuple[Tensor, Any]:
+        """``forward(x, y)``, reusing ``x_features`` (from an earlier call) for ``x``; returns the distances
+        and ``x``'s features.  The value is identical to ``forward``'s (the same code computes it)."""
+        return self.reference.reusing(x_features, lambda: self(x, y))

@@ -9,11 +9,13 @@ HTTP API (every error is JSON ``{"error": "<one clear sentence>"}`` with a 4xx/5
 | ``GET /api/example``                 |                   | the bundled photo (PNG)                            |
 | ``POST /api/compress?rate=R&name=N`` | the image's bytes | 202 ``{"job": id, "position": p}``; 4xx; 503 busy  |
 | ``POST /api/decompress?name=N``      | a `.sodec` file   | 202 ``{"job": id, ...}``; 4xx; 503 busy            |
-| ``GET /api/jobs/ID``                 |                   | state (queued/running/done/error), position, result |
+| ``GET /api/jobs/ID``                 |                   | state, position, stage, progress, partial result   |
 | ``GET /api/jobs/ID/files/KEY``       |                   | one of the job's files (``?download=1``: attached)  |
 
-Uploads are raw request bodies (``fetch(url, {method: "POST", body: file})``, ``curl --data-binary @photo.jpg``),
-so no multipart parser is needed; their size is checked while they arrive.
+A job's result grows while it runs (SODEC's file and image first, then each baseline, then the metrics): the
+page polls ``/api/jobs/ID`` and shows each part as it arrives.  Uploads are raw request bodies
+(``fetch(url, {method: "POST", body: file})``, ``curl --data-binary @photo.jpg``), so no multipart parser is
+needed; their size is checked while they arrive.
 """
 
 from __future__ import annotations
@@ -30,12 +32,10 @@ from pathlib import Path
 from sodec import __version__
 from sodec.errors import SodecError
 from sodec.serve.jobs import JobQueue, QueueFull
-from sodec.serve.pipeline import (
-    DEFAULT_BASELINES,
+from sodec.serve.pipeline import DEFAULT_BASELINES, DEFAULT_METRICS, Engine
+from sodec.serve.uploads import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_UPLOAD_BYTES,
-    DEFAULT_METRICS,
-    Engine,
     Limits,
     UploadError,
     format_bytes,

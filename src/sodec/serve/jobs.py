@@ -32,7 +32,8 @@ class Job:
     """One request: its state (queued → running → done | error), the worker's progress and its outputs."""
 
     kind: str
-    run: Callable = field(repr=False)  # run(publish, outputs): fills the outputs dict as files appear
+    # run(publish, outputs): fills the outputs dict as files appear and calls publish(stage, result[, progress])
+    run: Callable = field(repr=False)
     id: str = field(default_factory=lambda: secrets.token_urlsafe(12))
     state: str = "queued"
     stage: str = "waiting for the worker"
@@ -42,20 +43,26 @@ class Job:
     started: float | None = None
     finished: float | None = None
     outputs: dict = field(default_factory=dict, repr=False)
+    progress: float | None = None  # share of the work done (0..1), when the job can tell
     _result: str = "null"  # JSON of the latest published result
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def publish(self, stage: str, result: dict) -> None:
+    def publish(self, stage: str, result: dict, progress: float | None = None) -> None:
+        """Make ``result`` (a partial result, then the final one) what pollers see, with the current stage.
+
+        The result is serialised here, on the worker, so a poll never sees a dict that is being changed.
+        """
         text = json.dumps(result)
         with self._lock:
             self.stage = stage
+            self.progress = progress
             self._result = text
 
     def snapshot(self, position: int) -> dict:
         with self._lock:
             result = json.loads(self._result)
             out = {"id": self.id, "kind": self.kind, "state": self.state, "stage": self.stage, "error": self.error,
-                   "status": self.status, "position": position, "result": result}
+                   "status": self.status, "position": position, "progress": self.progress, "result": result}
         if self.started is not None:
             out["elapsed_s"] = round((self.finished or time.time()) - self.started, 2)
         return out

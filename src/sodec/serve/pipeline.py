@@ -1,10 +1,14 @@
-"""What the web demo computes, without any web code: validate an upload, code it with SODEC and with classical
-codecs at the same file size, measure, and decode uploaded `.sodec` files.
+"""What the web demo computes, without any web code: code an upload with SODEC and with classical codecs at
+the same file size, measure them, and decode uploaded `.sodec` files.
 
 Everything here runs on the demo's single worker thread (:mod:`sodec.serve.jobs`), one job at a time; the HTTP
-layer (:mod:`sodec.serve.app`) only validates uploads (:func:`probe_image`, :func:`probe_sodec`) and queues jobs.
-A job publishes its partial result after each step, so the page can show SODEC's result while the baselines and
-the slower perceptual metrics are still being computed.
+layer (:mod:`sodec.serve.app`) only validates uploads (:mod:`sodec.serve.uploads`) and queues jobs.
+
+A job publishes its partial result after every step, in the order that gets a useful page soonest: SODEC's file
+and reconstruction first (what the visitor came for), then each classical codec as its search for SODEC's size
+ends, then the metrics of every image, cheapest first.  Each codec entry carries a ``state`` (``waiting`` →
+``coding`` → ``measuring`` → ``done``) and the job a ``progress`` fraction, so the page can say what is still
+coming.
 """
 
 from __future__ import annotations
@@ -14,23 +18,22 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
 from sodec import container
-from sodec.container import ColorMode, Header
-from sodec.errors import FormatError, ImageInputError, LimitError, ModelError, SodecError
-from sodec.imageio import to_rgb_array
+from sodec.container import ColorMode
+from sodec.errors import ModelError, SodecError
+from sodec.imageio import PNG_COMPRESS_LEVEL, from_rgb_array
+from sodec.serve.uploads import Limits, UploadError, open_image, probe_sodec
 
 DEFAULT_BASELINES = ("heic", "avif", "jpeg")
 # LPIPS-VGG is the paper's LPIPS but costs about 10x LPIPS-Alex on a CPU; ask for it with --metrics.
-DEFAULT_METRICS = ("psnr", "ms_ssim", "delta_e", "lpips_alex", "dists")
-DEFAULT_MAX_UPLOAD_BYTES = 20 * 1000 * 1000
-DEFAULT_MAX_PIXELS = 1920 * 1080
+DEFAULT_METRICS = ("psnr", "ms_ssim", "delta_e", "lpips_alex")  # DISTS: 2/3 of a job (docs/serve.md)
 
 # File suffix and MIME type of each codec's own file (offered for download; the page shows decoded PNGs).
 CODEC_FILES = {
@@ -60,30 +63,13 @@ METRIC_LABELS = {
 }
 IMAGE_METRICS = tuple(METRIC_LABELS)
 
-
-class UploadError(SodecError):
-    """An upload the demo refuses; ``status`` is the HTTP status to answer with, the message says why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-
-    def describe(self) -> str:
-        return f"at most {format_bytes(self.max_upload_bytes)} and {self.max_pixels:,} pixels per upload"
-
-
-def format_bytes(n: int) -> str:
-    if n >= 1000 * 1000:
-        return f"{n / 1e6:g} MB"
-    if n >= 1000:
-        return f"{n / 1e3:g} kB"
-    return f"{n} bytes"
+# Rough relative cost of each step (seconds on a 768x512 photo, two busy cores), used only to order the metrics
+# (cheapest first) and to weight the progress bar so that it moves with time, not with the number of steps.
+# LPIPS and DISTS are per distorted image: the reference's features are computed once per job.
+STEP_COST = {"encode": 0.5, "decode": 4.0, "baseline": 1.0, "psnr": 0.02, "delta_e": 0.2, "ms_ssim": 0.8,
+             "lpips_alex": 0.6, "dists": 4.0, "lpips_vgg": 6.0}
+# Metrics cheap enough to compute as soon as an image exists, so that its row appears with them.
+INSTANT_METRICS = ("psnr",)
 
 
 @dataclass
@@ -93,101 +79,6 @@ class Output:
     data: bytes
     media_type: str
     filename: str  # the name offered when downloading
-
-
-# ------------------------------------------------------------------------------------------------ validation
-
-
-def is_sodec(data: bytes) -> bool:
-    return data[:3] == container.MAGIC
-
-
-def probe_image(data: bytes, limits: Limits, name: str = "upload") -> tuple[int, int, str]:
-    """Check cheaply (header only) that ``data`` is an image within the limits: ``(width, height, format)``.
-
-    Raises:
-        UploadError: 400 empty, 415 not an image (or a `.sodec` file sent to the compressor), 413 too many pixels.
-    """
-    if not data:
-        raise UploadError(400, f"{name}: the upload is empty")
-    if is_sodec(data):
-        raise UploadError(415, f"{name} is a .sodec file, not a photo: decode it with 'Decode a .sodec file'")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                width, height, fmt = im.width, im.height, im.format or "?"
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise UploadError(413, f"{name}: refused, the image declares too many pixels") from None
-    except (OSError, SyntaxError, ValueError):
-        raise UploadError(
-            415, f"{name} is not an image this server can read (try a JPEG, PNG, WebP, AVIF, TIFF, BMP or GIF)"
-        ) from None
-    _check_pixels(width, height, limits, name)
-    return width, height, fmt
-
-
-def _check_pixels(width: int, height: int, limits: Limits, name: str) -> None:
-    if width * height > limits.max_pixels:
-        raise UploadError(
-            413,
-            f"{name} is {width}x{height} = {width * height:,} pixels; this demo takes at most "
-            f"{limits.max_pixels:,} pixels (e.g. 1920x1080). Resize it, or start the server with a larger "
-            "--max-pixels",
-        )
-    try:
-        container.check_size(width, height)
-    except LimitError as e:
-        raise UploadError(413, f"{name}: {e}") from None
-
-
-def probe_sodec(data: bytes, limits: Limits, name: str = "upload") -> Header:
-    """Parse and verify a `.sodec` upload (CRC included) and check its declared size against the limits.
-
-    Raises:
-        UploadError: 400 empty, 415 not a .sodec file, 400 corrupted/truncated/unknown version, 413 too large.
-    """
-    if not data:
-        raise UploadError(400, f"{name}: the upload is empty")
-    if not is_sodec(data):
-        raise UploadError(415, f"{name} is not a .sodec file (it does not start with the SDC magic bytes)")
-    try:
-        header = container.unpack(data).header
-    except LimitError as e:
-        raise UploadError(413, f"{name}: {e}") from None
-    except FormatError as e:
-        raise UploadError(400, f"{name}: {e}") from None
-    _check_pixels(header.width, header.height, limits, name)
-    return header
-
-
-def open_image(data: bytes, limits: Limits, name: str = "upload") -> tuple[np.ndarray, ColorMode, Image.Image,
-                                                                          list[str]]:
-    """Decode an uploaded image with the colour policy of ``sodec compress`` (EXIF orientation applied).
-
-    Returns the ``(H, W, 3)`` uint8 RGB array, the mode to restore, the upright Pillow image and the policy's
-    warnings (alpha dropped, 16-bit reduced, animation) as messages for the page.
-    """
-    probe_image(data, limits, name)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                if getattr(im, "n_frames", 1) > 1:
-                    warnings.warn(f"{name}: animated image, only the first frame is coded", stacklevel=2)
-                im.load()
-                im = ImageOps.exif_transpose(im)
-        except (OSError, SyntaxError, ValueError) as e:
-            raise UploadError(415, f"{name} could not be decoded ({e.__class__.__name__}: {e})") from None
-        try:
-            rgb, mode = to_rgb_array(im, name)  # refuses float images; warns about alpha, 16-bit
-        except ImageInputError as e:
-            raise UploadError(415, str(e)) from None
-    return rgb, mode, im, _messages(caught)
-
-
-def _messages(caught: Sequence[warnings.WarningMessage]) -> list[str]:
-    return list(dict.fromkeys(str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)))
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -213,16 +104,16 @@ def available_rates(model: str) -> list[int]:
     folder, single = _family(model)
     if single:
         return [int(json.loads((folder / CONFIG_NAME).read_text()).get("rate_point", 0))]
-    rates = sorted(int(p.name[5:]) for p in folder.glob("rate-*") if p.name[5:].isdigit())
+    rates = api.available_rates(folder)
     if not rates:
         api.resolve_model_folder(model)  # raises ModelError: no model in the folder
     return rates
 
 
-def _png(rgb_or_image: np.ndarray | Image.Image) -> bytes:
-    im = Image.fromarray(rgb_or_image) if isinstance(rgb_or_image, np.ndarray) else rgb_or_image
+def _png(image: np.ndarray | Image.Image) -> bytes:
+    im = Image.fromarray(image) if isinstance(image, np.ndarray) else image
     buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1)
+    im.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)  # fast: the page needs it now
     return buf.getvalue()
 
 
@@ -230,7 +121,20 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 1)
 
 
-Publish = Callable[[str, dict], None]  # (stage text, partial result)
+# (stage text, partial result, share of the job's work done in 0..1 or None when unknown)
+Publish = Callable[..., None]
+
+
+class _Progress:
+    """Publishes a job's partial result with the share of its expected work (:data:`STEP_COST`) done."""
+
+    def __init__(self, publish: Publish, result: dict, total: float) -> None:
+        self.publish, self.result, self.total, self.done = publish, result, total, 0.0
+
+    def __call__(self, stage: str, cost: float = 0.0) -> None:
+        """Count ``cost`` as done, then publish ``stage`` (what runs next) with the result so far."""
+        self.done += cost
+        self.publish(stage, self.result, min(1.0, round(self.done / self.total, 3)) if self.total else None)
 
 
 @dataclass
@@ -245,7 +149,7 @@ class Engine:
     rates: list[int] = field(default_factory=list)
     default_rate: int | None = None
     _suite: object = field(default=None, repr=False)
-    _codecs: dict = field(default_factory=dict, repr=False)
+    _codecs: dict | None = field(default=None, repr=False)
     _unavailable_codecs: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -266,6 +170,7 @@ class Engine:
     # ----------------------------------------------------------------------------------------------- set-up
 
     def load(self, rate: int):
+        """The model of rate point ``rate`` (cached by :func:`sodec.api.load_model`)."""
         from sodec import api
 
         if rate not in self.rates:
@@ -279,19 +184,16 @@ class Engine:
         self.suite()
 
     def codecs(self) -> dict:
-        from sodec.eval import baselines as bl
+        """The baselines that work here, by name (the others, with the reason, in ``_unavailable_codecs``)."""
+        if self._codecs is None:
+            from sodec.eval.baselines import load_codecs
 
-        if not self._codecs and not self._unavailable_codecs:
-            codecs, unavailable = {}, {}
-            for name in self.baselines:
-                try:
-                    codecs[name] = bl.get_codec(name)
-                except bl.BaselineUnavailable as e:
-                    unavailable[name] = str(e)
+            codecs, unavailable = load_codecs(self.baselines)
             self._unavailable_codecs, self._codecs = unavailable, codecs  # another thread reads these
         return self._codecs
 
     def suite(self):
+        """The metric networks, built once (:class:`sodec.eval.metrics.MetricSuite`)."""
         if self._suite is None:
             from sodec.eval.metrics import MetricSuite
 
@@ -313,20 +215,10 @@ class Engine:
         return out
 
     def baseline_info(self) -> list[dict]:
-        from sodec.eval import baselines as bl
-
-        out = []
-        for name in self.baselines:
-            if self._codecs or self._unavailable_codecs:
-                reason = self._unavailable_codecs.get(name)
-            else:
-                try:
-                    bl.get_codec(name)
-                    reason = None
-                except bl.BaselineUnavailable as e:
-                    reason = str(e)
-            out.append({"name": name, "label": CODEC_LABELS[name], "available": reason is None, "reason": reason})
-        return out
+        """Each baseline: name, label, and whether it runs here (with the reason if not)."""
+        self.codecs()  # cheap: finds the libraries, loads nothing big
+        return [{"name": name, "label": CODEC_LABELS[name], "available": name not in self._unavailable_codecs,
+                 "reason": self._unavailable_codecs.get(name)} for name in self.baselines]
 
     # -------------------------------------------------------------------------------------------- compress
 
@@ -334,14 +226,19 @@ class Engine:
                  outputs: dict[str, Output] | None = None) -> dict[str, Output]:
         """Code an uploaded photo with SODEC, then each baseline at SODEC's file size, then measure them all.
 
-        Files are added to ``outputs`` as soon as they exist (the page shows them while the job runs).
+        Files are added to ``outputs`` as soon as they exist, and the result is published after every step
+        (the page shows SODEC's result while the baselines and metrics are still running).
         """
-        from sodec import api
-
         stem = Path(name).stem or "image"
         outputs = {} if outputs is None else outputs
-        rgb, mode, im, notes = open_image(data, self.limits, name)
+        rgb, mode, notes = open_image(data, self.limits, name)
         height, width = rgb.shape[:2]
+        codecs = self.codecs()
+        suite = self.suite()
+        metrics = [m for m in self.metrics if m in suite.image]
+        baselines = [b for b in self.baselines if b in codecs]
+        entries = [self._entry("sodec", f"SODEC (rate {rate})")]
+        entries += [self._entry(b, CODEC_LABELS[b]) for b in self.baselines]
         result: dict = {
             "kind": "compress",
             "name": name,
@@ -352,80 +249,103 @@ class Engine:
             "color_mode": mode.name,
             "warnings": notes,
             "rate": rate,
-            "codecs": [],
+            "codecs": entries,
             "metrics": self.metric_info(),
             "original": "original.png",
         }
+        per_image = sum(STEP_COST.get(m, 1.0) for m in metrics)
+        total = STEP_COST["encode"] + STEP_COST["decode"] + len(baselines) * STEP_COST["baseline"]
+        progress = _Progress(publish, result, total + (1 + len(baselines)) * per_image)
+        for entry in entries[1:]:
+            if entry["id"] not in codecs:
+                entry.update(state="done", status="unavailable",
+                             note=f"unavailable: {self._unavailable_codecs.get(entry['id'])}")
         outputs["original.png"] = Output(_png(rgb), "image/png", f"{stem}-original.png")
-        publish("loading the model", result)
-        model = self.load(rate)
-        result["model"] = {"name": model.config.name, "rate": model.config.rate_point, "folder": str(self.model)}
 
-        publish("SODEC: encoding", result)
+        recon: dict[str, np.ndarray] = {}
+        ref_key = object()  # names this job's original for the network metrics' feature cache
+        try:
+            recon["sodec"] = self._sodec(rgb, mode, rate, stem, entries[0], result, outputs, progress)
+            self._measure(rgb, ref_key, recon, ["sodec"], INSTANT_METRICS, entries, progress)
+            for entry in entries[1:]:
+                if entry["id"] in codecs:
+                    decoded = self._baseline(codecs[entry["id"]], rgb, result["target"]["bytes"], stem, entry,
+                                             outputs, progress)
+                    if decoded is not None:
+                        recon[entry["id"]] = decoded
+                        self._measure(rgb, ref_key, recon, [entry["id"]], INSTANT_METRICS, entries, progress)
+                    else:  # failed (said in its entry): its search is over and its metrics will not run
+                        progress.done += STEP_COST["baseline"] + per_image
+            rest = sorted((m for m in metrics if m not in INSTANT_METRICS), key=lambda m: STEP_COST.get(m, 1.0))
+            self._measure(rgb, ref_key, recon, list(recon), rest, entries, progress)
+        finally:
+            suite.forget()  # the reference's deep features (~200 MB for 768x512) are this job's only
+        for entry in entries:
+            entry["state"] = "done"
+        progress("done")
+        return outputs
+
+    @staticmethod
+    def _entry(cid: str, label: str) -> dict:
+        """A codec's row before anything is known: shown at once as waiting."""
+        return {"id": cid, "label": label, "state": "waiting", "status": "pending", "bytes": None, "bpp": None,
+                "encode_ms": None, "decode_ms": None, "setting": "", "note": "", "file": None,
+                "download_name": None, "image": None, "metrics": {}, "metric_notes": {}, "library": ""}
+
+    def _sodec(self, rgb: np.ndarray, mode: ColorMode, rate: int, stem: str, entry: dict, result: dict,
+               outputs: dict[str, Output], progress: _Progress) -> np.ndarray:
+        """Code and decode with SODEC, publishing the file as soon as it exists; returns the decoded RGB."""
+        from sodec import api
+
+        entry["state"] = "coding"
+        progress("SODEC: encoding")
+        model = self.load(rate)
+        cfg = model.config
+        result["model"] = {"name": cfg.name, "rate": cfg.rate_point, "folder": str(self.model)}
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the colour-policy warnings were collected above
+            warnings.simplefilter("ignore")  # the colour-policy warnings were collected by open_image
             t0 = time.perf_counter()
-            sodec_bytes = api.compress_image(model, im if mode == ColorMode.GRAY else rgb)
+            # a gray photo is passed as a gray image, so that the file says "decode to gray"
+            sodec_bytes = api.compress_image(model, from_rgb_array(rgb, mode) if mode == ColorMode.GRAY else rgb)
             t1 = time.perf_counter()
-        publish("SODEC: decoding", result)
-        decoded, _ = api.decompress_bytes(sodec_bytes, model, self.device)
-        t2 = time.perf_counter()
-        sodec_rgb = np.asarray(decoded.convert("RGB"))
+        width, height = rgb.shape[1], rgb.shape[0]
         bpp = container.bits_per_pixel(len(sodec_bytes), width, height)
         result["target"] = {"bytes": len(sodec_bytes), "bpp": bpp}
         outputs["sodec.sodec"] = Output(sodec_bytes, "application/octet-stream", f"{stem}.sodec")
+        entry.update(label=f"SODEC ({cfg.name}, rate {cfg.rate_point})", status="ok", bytes=len(sodec_bytes),
+                     bpp=bpp, encode_ms=_ms(t1 - t0), setting=f"rate point {cfg.rate_point}", file="sodec.sodec",
+                     download_name=f"{stem}.sodec",
+                     library=f"sodec, model {cfg.name} rate {cfg.rate_point} (hash {api.model_id(model).hex()})")
+        progress("SODEC: decoding", STEP_COST["encode"])
+        t1 = time.perf_counter()
+        decoded, _ = api.decompress_bytes(sodec_bytes, model, self.device)
+        t2 = time.perf_counter()
         outputs["sodec.png"] = Output(_png(decoded), "image/png", f"{stem}-sodec.png")
-        recon = {"sodec": sodec_rgb}
-        result["codecs"].append({
-            "id": "sodec",
-            "label": f"SODEC ({model.config.name}, rate {model.config.rate_point})",
-            "library": f"sodec, model {model.config.name} rate {model.config.rate_point} (hash "
-                       f"{api.model_id(model).hex()})",
-            "status": "ok",
-            "bytes": len(sodec_bytes),
-            "bpp": bpp,
-            "encode_ms": _ms(t1 - t0),
-            "decode_ms": _ms(t2 - t1),
-            "setting": f"rate point {model.config.rate_point}",
-            "note": "",
-            "file": "sodec.sodec",
-            "download_name": f"{stem}.sodec",
-            "image": "sodec.png",
-            "metrics": {},
-            "metric_notes": {},
-        })  # fmt: skip
+        entry.update(decode_ms=_ms(t2 - t1), image="sodec.png", state="measuring")
+        progress.done += STEP_COST["decode"]  # published with its first metric, a moment later
+        return np.asarray(decoded.convert("RGB"))
 
-        codecs = self.codecs()
-        for bname in self.baselines:
-            entry = self._baseline(bname, codecs.get(bname), rgb, bpp, len(sodec_bytes), stem, outputs, recon,
-                                   result, publish)
-            result["codecs"].append(entry)
-        self._measure(rgb, recon, result, publish)
-        publish("done", result)
-        return outputs
-
-    def _baseline(self, name: str, codec, rgb: np.ndarray, bpp: float, target_bytes: int, stem: str,
-                  outputs: dict[str, Output], recon: dict, result: dict, publish: Publish) -> dict:
+    def _baseline(self, codec, rgb: np.ndarray, target_bytes: int, stem: str, entry: dict,
+                  outputs: dict[str, Output], progress: _Progress) -> np.ndarray | None:
+        """Drive one baseline to SODEC's size (:func:`~sodec.eval.baselines.encode_at_bpp`); its decoded RGB,
+        or None when the codec failed on this image (said in the entry)."""
         from sodec.eval import baselines as bl
 
-        label = CODEC_LABELS[name]
-        entry = {"id": name, "label": label, "status": "unavailable", "bytes": None, "bpp": None,
-                 "encode_ms": None, "decode_ms": None, "setting": "", "note": "", "file": None,
-                 "download_name": None, "image": None, "metrics": {}, "metric_notes": {}, "library": ""}
-        if codec is None:
-            entry["note"] = f"unavailable: {self._unavailable_codecs.get(name, 'not installed')}"
-            return entry
-        publish(f"{label}: searching for the setting that gives {target_bytes:,} bytes", result)
+        name = codec.name
+        entry["state"] = "coding"
+        progress(f"{entry['label']}: searching for the setting that gives {target_bytes:,} bytes")
+        width, height = rgb.shape[1], rgb.shape[0]
         try:
-            e = bl.encode_at_bpp(codec, rgb, bpp)
+            e = bl.encode_at_bpp(codec, rgb, container.bits_per_pixel(target_bytes, width, height))
         except Exception as exc:  # a codec library failing on one image must not lose SODEC's result
-            entry["note"] = f"failed on this image ({exc.__class__.__name__}: {exc})"
-            return entry
+            entry.update(state="done", status="failed",
+                         note=f"failed on this image ({exc.__class__.__name__}: {exc})")
+            return None
         suffix, media = CODEC_FILES[name]
         value = int(e.value) if codec.integer else round(e.value, 3)
         entry.update(status=e.status, bytes=e.n_bytes, bpp=e.bpp, encode_ms=_ms(e.encode_s), decode_ms=_ms(e.decode_s),
                      setting=f"{codec.knob} {value}", file=f"{name}{suffix}", download_name=f"{stem}-{name}{suffix}",
-                     image=f"{name}.png", library=codec.library)
+                     image=f"{name}.png", library=codec.library, state="measuring")
         if e.status == "below_floor":
             entry["note"] = (f"cannot get as small as SODEC's {target_bytes:,} bytes: its smallest file "
                              f"({codec.knob} {value}) is {e.n_bytes:,} bytes, {e.n_bytes / target_bytes:.2f}x SODEC's")
@@ -435,35 +355,45 @@ class Engine:
             entry["note"] = f"largest file not above SODEC's {target_bytes:,} bytes ({e.n_encodes} encodes tried)"
         outputs[entry["file"]] = Output(e.data, media, entry["download_name"])
         outputs[entry["image"]] = Output(_png(e.decoded), "image/png", f"{stem}-{name}.png")
-        recon[name] = e.decoded
-        return entry
+        progress.done += STEP_COST["baseline"]  # published with its first metric
+        return e.decoded
 
-    def _measure(self, rgb: np.ndarray, recon: dict, result: dict, publish: Publish) -> None:
-        """Every metric on every reconstruction, cheapest metric first, publishing each value."""
+    def _measure(self, rgb: np.ndarray, ref_key: object, recon: dict[str, np.ndarray], ids: list[str], metrics,
+                 entries: list[dict], progress: _Progress) -> None:
+        """Each metric in ``metrics`` on each reconstruction in ``ids``, publishing every value.
+
+        LPIPS and DISTS keep the features of the original ``rgb`` between calls with the same ``ref_key``: the
+        original goes through the network once per job, not once per codec, with identical values.
+        """
         from sodec.eval.metrics import MetricUnavailable
 
         suite = self.suite()
-        result["metrics"] = self.metric_info()
-        entries = {c["id"]: c for c in result["codecs"]}
-        for name in self.metrics:
+        by_id = {e["id"]: e for e in entries}
+        for name in metrics:
             fn = suite.image.get(name)
             if fn is None:
                 continue
-            for cid, dist in recon.items():
-                publish(f"measuring {METRIC_LABELS[name]} of {entries[cid]['label']}", result)
+            for cid in ids:
+                entry = by_id[cid]
+                progress(f"measuring {METRIC_LABELS[name]} of {entry['label']}")
                 try:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        value = float(fn(rgb, dist))
-                    entries[cid]["metrics"][name] = value if math.isfinite(value) else None
+                        # the network metrics (they have forget()) keep the reference's features
+                        value = float(fn(rgb, recon[cid], ref_key) if hasattr(fn, "forget")
+                                      else fn(rgb, recon[cid]))
+                    entry["metrics"][name] = value if math.isfinite(value) else None
                     if not math.isfinite(value):
-                        entries[cid]["metric_notes"][name] = "identical to the original" if value == math.inf else "NaN"
+                        entry["metric_notes"][name] = "identical to the original" if value == math.inf else "NaN"
                 except MetricUnavailable as e:
-                    entries[cid]["metrics"][name] = None
-                    entries[cid]["metric_notes"][name] = str(e)
+                    entry["metrics"][name] = None
+                    entry["metric_notes"][name] = str(e)
                 except (RuntimeError, ValueError) as e:  # e.g. a network's kernel larger than a tiny image
-                    entries[cid]["metrics"][name] = None
-                    entries[cid]["metric_notes"][name] = f"cannot be computed on this image ({e})"
+                    entry["metrics"][name] = None
+                    entry["metric_notes"][name] = f"cannot be computed on this image ({e})"
+                if all(m in entry["metrics"] for m in self.metrics if m in suite.image):
+                    entry["state"] = "done"
+                progress.done += STEP_COST.get(name, 1.0)
 
     # ---------------------------------------------------------------------------------------------- decode
 
@@ -472,24 +402,10 @@ class Engine:
         """Decode an uploaded `.sodec` file with the model named in it (this server's, else a bundled one)."""
         from sodec import api
 
-        header = probe_sodec(data, self.limits, name)
+        header = probe_sodec(data, self.limits, name)  # verifies the CRC: "checksum ok" below is a fact
         stem = Path(name).stem or "image"
-        result = {
-            "kind": "decode",
-            "name": name,
-            "header": {
-                "format_version": header.version,
-                "model": header.model_name,
-                "model_hash": header.model_hash.hex(),
-                "rate_point": header.rate_point,
-                "width": header.width,
-                "height": header.height,
-                "color_mode": header.color_mode.name,
-                "bytes": len(data),
-                "bpp": container.bits_per_pixel(len(data), header.width, header.height),
-                "checksum": "ok",
-            },
-        }
+        result = {"kind": "decode", "name": name, "header": {**container.header_dict(header, len(data)),
+                                                              "checksum": "ok"}}
         publish("finding the model", result)
         model = None
         if header.rate_point in self.rates:
@@ -508,5 +424,5 @@ class Engine:
         result["download_name"] = f"{stem}.png"
         outputs = {} if outputs is None else outputs
         outputs["decoded.png"] = Output(_png(image), "image/png", f"{stem}.png")
-        publish("done", result)
+        publish("done", result, 1.0)
         return outputs

@@ -54,8 +54,23 @@ def _step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     return (seed * 1_000_003 + step * 1009 + micro * 101 + rank) % 2**63
 
 
+#: columns of ``log.csv``/``val.csv`` renamed since older runs were written: old name -> current name.  ``bpp``
+#: was the training log's likelihood estimate of the rate (never a file's bytes), named like the real bpp
+RENAMED_COLUMNS = {"bpp": "bpp_estimate"}
+
+
+def read_csv_log(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a run's ``log.csv`` or ``val.csv``, with old column names (:data:`RENAMED_COLUMNS`) renamed."""
+    with Path(path).open(newline="") as f:
+        return [{RENAMED_COLUMNS.get(k, k): v for k, v in row.items()} for row in csv.DictReader(f)]
+
+
 class CsvLog:
-    """Append rows to a CSV file; the header is taken from the first row written to a new file."""
+    """Append rows to a CSV file; the header is taken from the first row written to a new file.
+
+    A file begun by an older version keeps its header: a value whose column was renamed since
+    (:data:`RENAMED_COLUMNS`) is written under the old name there, so a resumed run's log stays one table.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -68,6 +83,8 @@ class CsvLog:
         new = self.fields is None
         if new:
             self.fields = list(row)
+        old_names = {v: k for k, v in RENAMED_COLUMNS.items() if k in self.fields and v not in self.fields}
+        row = {old_names.get(k, k): v for k, v in row.items()}
         with self.path.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=self.fields, extrasaction="ignore")
             if new:
@@ -91,10 +108,12 @@ def _truncate_log(path: Path, step: int) -> None:
 def _save_images(folder: Path, name: str, images: dict[str, torch.Tensor]) -> None:
     from PIL import Image
 
+    from sodec.imageio import PNG_COMPRESS_LEVEL
+
     folder.mkdir(parents=True, exist_ok=True)
     for kind, img in images.items():
         array = (img[0].float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-        Image.fromarray(array).save(folder / f"{name}-{kind}.png", compress_level=1)
+        Image.fromarray(array).save(folder / f"{name}-{kind}.png", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def train(
@@ -247,7 +266,7 @@ def train(
             logs["aux"] = aux_loss.item()
         step += 1
         bar.update()
-        bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "bpp", "psnr", "eps_mse") if k in logs})
+        bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "bpp_estimate", "psnr", "eps_mse") if k in logs})
         if log is not None and (step % config.log_every == 0 or step == config.steps):
             row = {"step": step, "lr": lr, "lmbda": lmbda, **logs, "seconds": round(time.time() - t0, 1)}
             if isinstance(data, StreamingCrops):  # photos this process and its workers skipped so far

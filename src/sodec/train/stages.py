@@ -381,7 +381,8 @@ class SodecStage(Stage):
             terms["align"] = loss_cfg.alignment * mse255(out["x_f"], x)
         if self.model.has_diffusion and loss_cfg.alignment_lpips > 0:
             terms["align_lpips"] = loss_cfg.alignment_lpips * self.lpips(out["x_f"].clamp(0, 1), x).mean()
-        logs = {"bpp": bpp.detach(), "psnr": psnr(out["x_hat"], x).detach()}
+        # a likelihood estimate of the rate, not the bytes of a file: named so in log.csv and the progress bar
+        logs = {"bpp_estimate": bpp.detach(), "psnr": psnr(out["x_hat"], x).detach()}
         if self.model.has_diffusion:
             logs["psnr_f"] = psnr(out["x_f"], x).detach()
         return {"loss": sum(terms.values()), **terms, **logs, "x_hat": out["x_hat"], "cond": out["y_hat"].detach()}

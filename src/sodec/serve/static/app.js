@@ -4,7 +4,7 @@
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 400;
 let INFO = null;
-let current = null; // the compress job being shown: {id, result}
+let current = null; // the compress job being shown: {id, result, t0, sodecShownS}
 const polls = { compress: null, decode: null }; // the latest poll of each panel; older ones stop
 
 // ------------------------------------------------------------------------------------------------ formatting
@@ -115,34 +115,48 @@ async function upload(url, file, statusBox, errorBox) {
   return (await resp.json()).job;
 }
 
-async function poll(panel, jobId, statusBox, errorBox, onUpdate) {
+// Poll a job until it ends, handing every partial result to onUpdate: a compress job's result grows step by step
+// (SODEC first, then each baseline, then the metrics), so the page fills in while the server works.
+async function poll(panel, jobId, statusBox, errorBox, onUpdate, bar = null) {
   polls[panel] = jobId;
+  const showBar = (value) => {
+    if (!bar) return;
+    bar.hidden = value === null || value === undefined;
+    if (!bar.hidden) bar.value = value;
+  };
+  const stop = (state) => { statusBox.dataset.state = state; showBar(null); };
   for (;;) {
     if (polls[panel] !== jobId) return null; // a newer upload replaced this one
     let resp;
     try { resp = await fetch(`/api/jobs/${jobId}`, { cache: "no-store" }); } catch (e) {
       showError(errorBox, `Lost the connection to the server: ${e.message}`);
       statusBox.textContent = "";
+      stop("error");
       return null;
     }
-    if (!resp.ok) { showError(errorBox, await errorText(resp)); statusBox.textContent = ""; return null; }
+    if (!resp.ok) { showError(errorBox, await errorText(resp)); statusBox.textContent = ""; stop("error"); return null; }
     const job = await resp.json();
     if (job.state === "queued") {
       statusBox.textContent = job.position === 1 ? "Waiting: yours is next (the server is finishing another image " +
         "or still loading the model)…"
         : `Waiting in line: position ${job.position} (the server codes one image at a time)…`;
+      showBar(null);
     } else if (job.state === "running") {
-      statusBox.textContent = `Working (${job.elapsed_s.toFixed(1)} s): ${job.stage}…`;
+      const pct = job.progress === null || job.progress === undefined ? "" : `, ${Math.round(100 * job.progress)} %`;
+      statusBox.textContent = `Working (${job.elapsed_s.toFixed(1)} s${pct}): ${job.stage}…`;
+      showBar(job.progress);
     }
     if (job.result) onUpdate(job);
     if (job.state === "done") {
-      statusBox.textContent = `Done in ${job.elapsed_s.toFixed(1)} s.`;
-      statusBox.dataset.state = "done";
+      const first = panel === "compress" && current && current.sodecShownS !== null
+        ? ` SODEC's result was on the page after ${current.sodecShownS.toFixed(1)} s.` : "";
+      statusBox.textContent = `Done in ${job.elapsed_s.toFixed(1)} s.${first}`;
+      stop("done");
       return job;
     }
     if (job.state === "error") {
       statusBox.textContent = "";
-      statusBox.dataset.state = "error";
+      stop("error");
       showError(errorBox, job.error);
       return job;
     }
@@ -156,14 +170,15 @@ async function submitPhoto(file) {
     return submitSodec(file);
   }
   $("status").dataset.state = "uploading";
+  const t0 = performance.now();
   const rate = $("rate").value;
   const jobId = await upload(`/api/compress?rate=${encodeURIComponent(rate)}&name=${encodeURIComponent(file.name)}`,
     file, $("status"), $("error"));
   if (!jobId) { $("status").dataset.state = "error"; return; }
-  current = { id: jobId, result: null, shown: null };
+  current = { id: jobId, result: null, t0, sodecShownS: null };
   $("status").dataset.state = "running";
   $("result").hidden = true;
-  await poll("compress", jobId, $("status"), $("error"), (job) => render(job));
+  await poll("compress", jobId, $("status"), $("error"), (job) => render(job), $("progress"));
 }
 
 async function useExample() {
@@ -208,8 +223,11 @@ function render(job) {
 
   // downloads and the compare selector
   const sodec = r.codecs.find((c) => c.id === "sodec");
+  if (sodec && sodec.image && current.sodecShownS === null) {
+    current.sodecShownS = (performance.now() - current.t0) / 1000; // from the click, upload included
+  }
   const dl = $("download-sodec");
-  if (sodec) {
+  if (sodec && sodec.file) {
     dl.href = fileUrl(job.id, sodec.file, true);
     dl.setAttribute("download", sodec.download_name);
     dl.textContent = `Download ${sodec.download_name} (${fmtInt(sodec.bytes)} bytes)`;
@@ -247,8 +265,12 @@ function moveSlider() {
   $("divider").style.left = `${v}%`;
 }
 
+const STATE_TEXT = { waiting: "waiting", coding: "coding", measuring: "measuring" }; // "done": nothing shown
+const hasNoFile = (c) => c.status === "unavailable" || c.status === "failed";
+
 function sizeNote(c, target) {
-  if (c.status === "unavailable") return "unavailable";
+  if (hasNoFile(c)) return c.status;
+  if (c.bytes === null) return "…";
   if (c.id === "sodec") return "1×";
   const ratio = `${(c.bytes / target).toFixed(3)}×`;
   if (c.status === "below_floor") return `${ratio}, its minimum`;
@@ -264,18 +286,22 @@ function renderTable(job) {
   $("result-head").replaceChildren(...head.map((h) => el("th", { scope: "col", text: h })));
   const target = r.target ? r.target.bytes : null;
   const rows = r.codecs.map((c) => {
-    const tr = el("tr", { "data-codec": c.id, "data-status": c.status, class: c.status === "below_floor" ? "floor" : null });
+    const tr = el("tr", { "data-codec": c.id, "data-status": c.status, "data-state": c.state,
+      class: c.status === "below_floor" ? "floor" : null });
     const td = (field, text, value, title) => el("td", { "data-field": field, "data-value": value, title, text });
-    tr.append(el("th", { scope: "row", text: c.label, title: c.library || null }));
-    tr.append(td("bytes", c.bytes === null ? "—" : fmtInt(c.bytes), c.bytes));
-    tr.append(td("bpp", c.bpp === null ? "—" : fmtBpp(c.bpp), c.bpp));
+    const missing = hasNoFile(c) ? "—" : "…"; // a value that will never come, or one still being computed
+    const head = el("th", { scope: "row", text: c.label, title: c.library || null });
+    if (STATE_TEXT[c.state]) head.append(el("span", { class: "state", text: STATE_TEXT[c.state] }));
+    tr.append(head);
+    tr.append(td("bytes", c.bytes === null ? missing : fmtInt(c.bytes), c.bytes));
+    tr.append(td("bpp", c.bpp === null ? missing : fmtBpp(c.bpp), c.bpp));
     tr.append(td("size", target ? sizeNote(c, target) : "", null, c.note || null));
-    tr.append(td("encode_ms", c.encode_ms === null ? "—" : fmtMs(c.encode_ms), c.encode_ms));
-    tr.append(td("decode_ms", c.decode_ms === null ? "—" : fmtMs(c.decode_ms), c.decode_ms));
+    tr.append(td("encode_ms", c.encode_ms === null ? missing : fmtMs(c.encode_ms), c.encode_ms));
+    tr.append(td("decode_ms", c.decode_ms === null ? missing : fmtMs(c.decode_ms), c.decode_ms));
     for (const m of metrics) {
       let text, title = null, cls = null;
       const v = c.metrics[m.name];
-      if (c.status === "unavailable") text = "—";
+      if (hasNoFile(c)) text = "—";
       else if (!m.available) { text = "unavailable"; title = m.reason; cls = "na"; }
       else if (v === undefined) { text = "…"; title = "being computed"; cls = "pending"; }
       else if (v === null) { text = "n/a"; title = c.metric_notes[m.name] || null; cls = "na"; }
@@ -294,7 +320,7 @@ function renderTable(job) {
   $("result-body").replaceChildren(...rows);
 
   const notes = [];
-  for (const c of r.codecs) if (c.note && c.status !== "ok") notes.push(`${c.label}: ${c.note}.`);
+  for (const c of r.codecs) if (c.note && c.status !== "ok" && c.status !== "pending") notes.push(`${c.label}: ${c.note}.`);
   for (const m of metrics) if (!m.available) notes.push(`${m.label} unavailable: ${m.reason}`);
   const skipped = new Set();
   for (const c of r.codecs) for (const [k, v] of Object.entries(c.metric_notes || {})) skipped.add(`${METRIC_LABEL(metrics, k)}: ${v}`);

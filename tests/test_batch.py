@@ -191,3 +191,38 @@ def test_workers_print_one_line_warnings_without_the_cli():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stderr == "sodec: warning: first frame only\n"
+
+
+def test_ctrl_c_finishes_the_files_in_progress_exits_130_and_a_rerun_codes_the_rest(tmp_path, photo_rgb,
+                                                                                     tiny_model_dir):
+    """docs/robustness.md: Ctrl-C stops starting files, lets those in progress finish, exits 130; what it wrote
+    is complete (no temporary file left) and the next run skips it and codes only what is missing."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for i in range(400):  # far more than two workers code before the signal lands
+        Image.fromarray(photo_rgb[i % 16:, (7 * i) % 16:]).save(src / f"p{i:03d}.png")
+    cmd = [sys.executable, "-m", "sodec.cli", "compress", str(src), "-o", str(out), "--model", str(tiny_model_dir),
+           "--jobs", "2", "-q"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and any(out.glob("*.sodec"))):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no output within 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    written = sorted(out.iterdir())
+    assert all(p.suffix == ".sodec" and not p.name.startswith(".") for p in written), "temporary files left"
+    assert 0 < len(written) < 400
+    for p in written:  # each one complete: its CRC-32 over the whole file checks
+        assert main(["info", str(p)]) == 0
+    assert main(["compress", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--jobs", "2", "-q"]) == 0
+    assert len(list(out.glob("*.sodec"))) == 400
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]

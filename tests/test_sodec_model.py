@@ -137,3 +137,31 @@ def test_bench_refuses_half_precision_on_cpu():
 
     with pytest.raises(SystemExit, match="only on GPU"):
         bench.run(preset="tiny", dtype="bfloat16", memory=False)
+
+
+def test_gdn_transforms_train_code_exactly_and_save(tmp_path, photo_rgb):
+    """``transforms: gdn`` (Ballé 2018 E and Da): trains end to end, codes a file that decodes to the encoder's
+    latent, and its folder loads back with the option; hific configs keep writing the old config.json keys."""
+    from sodec.models import preset_config
+    from sodec.models.compression import GDNAnalysis
+    from sodec.models.fidelity import GDNFidelityDecoder
+
+    assert "transforms" not in preset_config("tiny", diffusion=None).to_dict()
+    torch.manual_seed(0)
+    model = SodecModel(preset_config("tiny", diffusion=None, transforms="gdn", gdn_channels=16)).train()
+    assert isinstance(model.compression.encoder, GDNAnalysis) and isinstance(model.fidelity, GDNFidelityDecoder)
+    out = model(torch.rand(1, 3, 64, 64))
+    assert out["x_f"].shape == (1, 3, 64, 64)
+    (out["x_f"].square().mean() + sum(-torch.log2(v).mean() for v in out["likelihoods"].values())).backward()
+    assert all(p.grad is not None for p in model.compression.encoder.parameters())
+    model.eval().update()
+    model.save_pretrained(tmp_path / "gdn")  # stores P in its exact (integer) form
+    assert json.loads((tmp_path / "gdn" / "config.json").read_text())["transforms"] == "gdn"
+    coder = SodecModel.from_pretrained(tmp_path / "gdn")
+    data = api.compress_image(coder, photo_rgb)
+    image, _ = api.decompress_bytes(data, coder)
+    loaded = SodecModel.from_pretrained(tmp_path / "gdn")
+    again, _ = api.decompress_bytes(data, loaded)
+    assert np.array_equal(image, again) and api.compress_image(loaded, photo_rgb) == data
+    with pytest.raises(ValueError, match="transforms must be hific or gdn"):
+        preset_config("tiny", transforms="gdn2")

@@ -87,13 +87,36 @@ def latent_check(z_symbols: Tensor, y_symbols: Tensor) -> int:
     return crc & 0xFFFF
 
 
+class GDNAnalysis(nn.Module):
+    """E (Ballé et al. 2018): four 5x5 stride-2 convs, GDN after the first three.  ``(B,3,H,W)`` → ``(B,C,H/16,W/16)``.
+
+    Input is RGB in [0, 1].  Chosen for nano by a side-by-side stage-1 probe (docs/decisions.md).
+    """
+
+    def __init__(self, width: int, latent_channels: int) -> None:
+        super().__init__()
+        from compressai.layers.gdn import GDN
+
+        layers: list[nn.Module] = []
+        for a in (3, width, width):
+            layers += [nn.Conv2d(a, width, 5, stride=2, padding=2), GDN(width)]
+        layers.append(nn.Conv2d(width, latent_channels, 5, stride=2, padding=2))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x * 2 - 1)
+
+
 class CompressionModule(nn.Module):
     """E, Ha, P and the entropy models, with the training ``forward`` and the exact coding path."""
 
     def __init__(self, config: SodecConfig) -> None:
         super().__init__()
         c, n = config.latent_channels, config.hyper_channels
-        self.encoder = Analysis(config.encoder_channels, c)
+        if config.transforms == "gdn":
+            self.encoder: nn.Module = GDNAnalysis(config.gdn_channels, c)
+        else:
+            self.encoder = Analysis(config.encoder_channels, c)
         self.hyper_analysis = HyperAnalysis(c, n)
         self.entropy_parameters = ExactEntropyParameters(n, c)
         self.entropy_bottleneck = EntropyBottleneck(n)

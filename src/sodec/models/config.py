@@ -93,6 +93,10 @@ class SodecConfig:
     encoder_channels: tuple[int, ...] = (60, 120, 240, 480, 960)  # E: 7x7 conv, then 4 stride-2 convs
     decoder_channels: tuple[int, ...] = (960, 480, 240, 120, 60)  # Da: 1/16 width, then 4 upsamplings
     decoder_res_blocks: int = 9
+    # E and Da: "hific" (the paper's HiFiC shapes, the widths above) or "gdn" (Ballé et al. 2018: four 5x5
+    # stride-2 convolutions with GDN / IGDN at ``gdn_channels``; the widths above are then unused)
+    transforms: str = "hific"
+    gdn_channels: int = 128
     lmbda: float = 0.0  # rate weight this model was trained with (informative)
     diffusion: DiffusionConfig | None = None  # None: the fidelity decoder Da is the decoder
     extra: dict[str, Any] = field(default_factory=dict)  # free-form provenance (training run, data, ...)
@@ -104,6 +108,8 @@ class SodecConfig:
         self.decoder_channels = tuple(self.decoder_channels)
         if len(self.encoder_channels) != 5 or len(self.decoder_channels) != 5:
             raise ValueError("encoder_channels and decoder_channels need 5 widths (one per scale)")
+        if self.transforms not in ("hific", "gdn"):
+            raise ValueError(f"transforms must be hific or gdn, not {self.transforms!r}")
 
     @property
     def downsampling(self) -> int:
@@ -114,6 +120,8 @@ class SodecConfig:
         d = dataclasses.asdict(self)
         d["encoder_channels"] = list(self.encoder_channels)
         d["decoder_channels"] = list(self.decoder_channels)
+        if self.transforms == "hific":  # every model folder written before the option stays byte-identical
+            del d["transforms"], d["gdn_channels"]
         if self.diffusion is None:
             del d["diffusion"]  # keep fidelity-only configs (and their files) exactly as before
         else:

@@ -50,3 +50,32 @@ class FidelityDecoder(nn.Module):
         for i in range(0, len(self.up), 3):  # (transposed conv, ChannelNorm, ReLU) per scale
             x = checkpoint(self.up[i : i + 3], x, use_reentrant=False)
         return (checkpoint(self.tail, x, use_reentrant=False) + 1) / 2
+
+
+class GDNFidelityDecoder(nn.Module):
+    """Da (Ballé et al. 2018): four 5x5 stride-2 transposed convs, IGDN after the first three.
+
+    ``(B,C,h,w)`` → ``(B,3,16h,16w)``, RGB in about [0, 1] (not clamped).  ``tail`` holds the output layer (the
+    synthesis precision is read from it); ``gradient_checkpointing`` recomputes each scale in the backward pass.
+    """
+
+    gradient_checkpointing = False
+
+    def __init__(self, latent_channels: int, width: int) -> None:
+        super().__init__()
+        from compressai.layers.gdn import GDN
+
+        def deconv(a: int, b: int) -> nn.ConvTranspose2d:
+            return nn.ConvTranspose2d(a, b, 5, stride=2, padding=2, output_padding=1)
+
+        self.up = nn.ModuleList(
+            nn.Sequential(deconv(a, width), GDN(width, inverse=True)) for a in (latent_channels, width, width)
+        )
+        self.tail = nn.Sequential(deconv(width, 3))
+
+    def forward(self, y_hat: Tensor) -> Tensor:
+        x = y_hat
+        for stage in self.up:
+            use_checkpoint = self.gradient_checkpointing and torch.is_grad_enabled()
+            x = checkpoint(stage, x, use_reentrant=False) if use_checkpoint else stage(x)
+        return (self.tail(x) + 1) / 2

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from sodec.errors import ModelError
 from sodec.models.compression import CompressionModule, LatentStreams
 from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
-from sodec.models.fidelity import FidelityDecoder
+from sodec.models.fidelity import FidelityDecoder, GDNFidelityDecoder
 
 Decoder = Literal["auto", "diffusion", "fidelity"]
 _FROZEN_PREFIXES = ("denoiser.unet.", "latent_decoder.", "guidance.")
@@ -86,7 +86,10 @@ class SodecModel(nn.Module):
         super().__init__()
         self.config = config
         self.compression = CompressionModule(config)
-        self.fidelity = FidelityDecoder(config.latent_channels, config.decoder_channels, config.decoder_res_blocks)
+        if config.transforms == "gdn":
+            self.fidelity: nn.Module = GDNFidelityDecoder(config.latent_channels, config.gdn_channels)
+        else:
+            self.fidelity = FidelityDecoder(config.latent_channels, config.decoder_channels, config.decoder_res_blocks)
         self._bases_hash: str | None = None
         self._frozen_content_hash: str | None = None
         d = config.diffusion

@@ -51,8 +51,8 @@ GPU = dict(device="cuda", preset="paper", size=512, dtypes=["float16", "bfloat16
            crop=256, batch=8, steps=20, photos=24, photo_side=320, boxes={"decode": 150, "train": 240}, lpips="vgg",
            chunk=150, min_chunk=30, startup=30, max_chunks=100, budget=540)  # fmt: skip
 DRY = dict(device="cpu", preset="tiny", size=64, dtypes=["float32"], runs=2, warmup=1, ddim=3,
-           crop=64, batch=2, steps=2, photos=6, photo_side=96, boxes={"decode": 60, "train": 120}, lpips="alex",
-           chunk=3, min_chunk=1, startup=15, max_chunks=2, budget=240)  # fmt: skip
+           crop=64, batch=2, steps=2, photos=6, photo_side=96, boxes={"decode": 180, "train": 300}, lpips="alex",
+           chunk=3, min_chunk=1, startup=15, max_chunks=2, budget=600)  # fmt: skip
 
 
 def run_group(cmd: list[str], timeout: float, log: Path) -> int | None:
@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="One-command GPU check of the paper-scale codec (benchmarks/gpu_check.py)")
     ap.add_argument("--out", type=Path, required=True, help="results folder (created)")
     ap.add_argument("--dry-run", action="store_true", help="the same code at tiny widths on the CPU")
-    ap.add_argument("--budget", type=float, help="seconds in all (default 540; dry run 240)")
+    ap.add_argument("--budget", type=float, help="seconds in all (default 540; dry run 600)")
     ap.add_argument("--phases", default="decode,train,nano", help="which phases, in order")
     ap.add_argument("--stages", default="warmup,anneal,rd,adversarial", help="paper stages of the train phase")
     ap.add_argument("--nano-config", default="configs/nano/stage2-warmup.yaml", help="the nano phase's config")

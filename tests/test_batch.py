@@ -6,24 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from sodec.batch import Task, run
 from sodec.cli import main
-
-
-@pytest.fixture
-def photo_folder(tmp_path, photo_rgb) -> Path:
-    """Four small photos of different sizes and one corrupt file."""
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.fromarray(photo_rgb).save(src / "a.png")
-    Image.fromarray(photo_rgb[:40, :50]).save(src / "b.jpg")
-    Image.fromarray(photo_rgb[10:74, 20:84]).convert("L").save(src / "c.png")
-    Image.fromarray(photo_rgb[:, ::-1]).save(src / "d.webp", lossless=True)
-    (src / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a whole PNG")
-    return src
 
 
 def _names(folder: Path) -> list[str]:

@@ -49,27 +49,14 @@ def cluster(tmp_path_factory):
     ray.shutdown()
 
 
-@pytest.fixture
-def photos(tmp_path, photo_rgb) -> Path:
-    """Four small photos of different sizes and modes, and one corrupt file."""
-    src = tmp_path / "in"
-    src.mkdir()
-    Image.fromarray(photo_rgb).save(src / "a.png")
-    Image.fromarray(photo_rgb[:40, :50]).save(src / "b.jpg")
-    Image.fromarray(photo_rgb[10:74, 20:84]).convert("L").save(src / "c.png")
-    Image.fromarray(photo_rgb[:, ::-1]).save(src / "d.webp", lossless=True)
-    (src / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not a whole PNG")
-    return src
-
-
 def _files(folder: Path) -> dict[str, bytes]:
     """Every entry of a folder (hidden temporary files included) with its bytes."""
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_corrupt_file_reported_others_coded_and_a_rerun_skips(cluster, photos, tiny_model_dir, capsys):
-    out = photos.parent / "out"
-    args = ["compress", str(photos), "-o", str(out), "--model", str(tiny_model_dir), "--ray"]
+def test_corrupt_file_reported_others_coded_and_a_rerun_skips(cluster, photo_folder, tiny_model_dir, capsys):
+    out = photo_folder.parent / "out"
+    args = ["compress", str(photo_folder), "-o", str(out), "--model", str(tiny_model_dir), "--ray"]
     assert main(args) == 2
     captured = capsys.readouterr()
     assert sorted(_files(out)) == ["a.sodec", "b.sodec", "c.sodec", "d.sodec"]  # no temporary file left
@@ -90,11 +77,11 @@ def test_corrupt_file_reported_others_coded_and_a_rerun_skips(cluster, photos, t
         p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != "d.sodec"}  # verified, not rewritten
 
 
-def test_same_bytes_as_jobs_1_compress_and_decompress(cluster, photos, tiny_model_dir, capsys):
-    (photos / "e.png").unlink()
-    root, model = photos.parent, ["--model", str(tiny_model_dir)]
+def test_same_bytes_as_jobs_1_compress_and_decompress(cluster, photo_folder, tiny_model_dir, capsys):
+    (photo_folder / "e.png").unlink()
+    root, model = photo_folder.parent, ["--model", str(tiny_model_dir)]
     for mode, extra in (("local", ["--jobs", "1"]), ("ray", ["--ray", "--jobs", "2"])):
-        assert main(["compress", str(photos), "-o", str(root / f"c-{mode}"), *model, *extra]) == 0
+        assert main(["compress", str(photo_folder), "-o", str(root / f"c-{mode}"), *model, *extra]) == 0
         assert main(["decompress", str(root / f"c-{mode}"), "-o", str(root / f"d-{mode}"), *model, *extra]) == 0
     assert capsys.readouterr().out.count("summary: 4 files: 4 done, 0 skipped (output exists), 0 failed") == 4
     for kind in ("c", "d"):
@@ -102,14 +89,14 @@ def test_same_bytes_as_jobs_1_compress_and_decompress(cluster, photos, tiny_mode
         assert len(local) == 4 and local == on_ray
 
 
-def test_a_worker_killed_mid_write_is_replaced_and_the_run_completes(cluster, photos, tiny_model_dir, capsys):
+def test_a_worker_killed_mid_write_is_replaced_and_the_run_completes(cluster, photo_folder, tiny_model_dir, capsys):
     """The hook kills the worker coding ``kill-*.png`` after it has written part of a temporary file, once:
     Ray restarts the worker, the file is coded again, and no partial file is left behind."""
-    (photos / "e.png").unlink()
-    (photos / "kill-a.png").write_bytes((photos / "a.png").read_bytes())
-    root, model = photos.parent, ["--model", str(tiny_model_dir), "-q"]
-    assert main(["compress", str(photos), "-o", str(root / "local"), *model]) == 0
-    assert main(["compress", str(photos), "-o", str(root / "ray"), *model, "--ray"]) == 0
+    (photo_folder / "e.png").unlink()
+    (photo_folder / "kill-a.png").write_bytes((photo_folder / "a.png").read_bytes())
+    root, model = photo_folder.parent, ["--model", str(tiny_model_dir), "-q"]
+    assert main(["compress", str(photo_folder), "-o", str(root / "local"), *model]) == 0
+    assert main(["compress", str(photo_folder), "-o", str(root / "ray"), *model, "--ray"]) == 0
     assert (cluster.kill_dir / "kill-a.sodec.local").exists()  # the worker really died, in the middle of a write
     assert _files(root / "ray") == _files(root / "local")  # every file complete and exact; no ".kill-a…tmp"
     assert "failed" not in capsys.readouterr().err
@@ -127,16 +114,16 @@ def test_a_file_that_kills_every_worker_fails_alone(cluster, tmp_path, photo_rgb
     assert sorted(_files(out)) == ["a.sodec"]  # and the partial temporary files of the three deaths removed
 
 
-def test_uris_go_through_pyarrow_fs(cluster, photos, tiny_model_dir, capsys):
+def test_uris_go_through_pyarrow_fs(cluster, photo_folder, tiny_model_dir, capsys):
     """``file://`` URIs take the remote path (pyarrow.fs listing, staging, write-then-move) end to end."""
-    (photos / "e.png").unlink()
-    root, model = photos.parent, ["--model", str(tiny_model_dir)]
-    assert main(["compress", str(photos), "-o", str(root / "local"), *model, "-q"]) == 0
+    (photo_folder / "e.png").unlink()
+    root, model = photo_folder.parent, ["--model", str(tiny_model_dir)]
+    assert main(["compress", str(photo_folder), "-o", str(root / "local"), *model, "-q"]) == 0
     uri_out = f"file://{root / 'remote'}"
-    assert main(["compress", f"file://{photos}", "-o", uri_out, *model, "--ray"]) == 0
+    assert main(["compress", f"file://{photo_folder}", "-o", uri_out, *model, "--ray"]) == 0
     assert "4 done" in capsys.readouterr().out
     assert _files(root / "remote") == _files(root / "local")
-    assert main(["compress", f"file://{photos}", "-o", uri_out, *model, "--ray"]) == 0
+    assert main(["compress", f"file://{photo_folder}", "-o", uri_out, *model, "--ray"]) == 0
     assert "0 done, 4 skipped (output exists)" in capsys.readouterr().out
 
 
@@ -154,14 +141,14 @@ def test_remote_upload_writes_a_temporary_key_then_moves_it(tmp_path):
     assert sorted(os.listdir(tmp_path / "dst")) == ["y.sodec"]
 
 
-def test_dataset_api_gives_the_bytes_of_the_cli(cluster, photos, tiny_model_dir):
+def test_dataset_api_gives_the_bytes_of_the_cli(cluster, photo_folder, tiny_model_dir):
     from sodec import distributed
 
-    (photos / "e.png").write_bytes(b"broken")
-    root = photos.parent
-    assert main(["compress", str(photos), "-o", str(root / "c"), "--model", str(tiny_model_dir), "-q"]) == 2
+    (photo_folder / "e.png").write_bytes(b"broken")
+    root = photo_folder.parent
+    assert main(["compress", str(photo_folder), "-o", str(root / "c"), "--model", str(tiny_model_dir), "-q"]) == 2
     ray = cluster.ray
-    ds = ray.data.read_binary_files(str(photos), include_paths=True)
+    ds = ray.data.read_binary_files(str(photo_folder), include_paths=True)
     rows = {Path(r["path"]).stem: r for r in
             distributed.compress_dataset(ds, tiny_model_dir, workers=2).take_all()}
     assert sorted(rows) == ["a", "b", "c", "d", "e"]

@@ -75,3 +75,17 @@ def test_unknown_preset_and_config_keys():
         SodecConfig.from_dict({"latent_channel": 3})
     with pytest.raises(ValueError, match="diffusion.lora_rnak"):
         SodecConfig.from_dict({"diffusion": {"lora_rnak": 3}})
+
+
+def test_a_diffusion_override_changes_only_the_fields_it_names():
+    config = preset_config("tiny", diffusion={"vae": {"latent_channels": 8}, "lora_rank": 3})
+    tiny = preset_config("tiny")
+    assert config.diffusion.vae == {**tiny.diffusion.vae, "latent_channels": 8}
+    assert config.diffusion.lora_rank == 3 and config.diffusion.unet == tiny.diffusion.unet
+    assert preset_config("tiny", diffusion=None).diffusion is None
+    # the UNet follows the latent: a wider VAE latent is one field, and the whole graph runs with it
+    model = SodecModel(config, random_bases=True)
+    assert model.denoiser.unet.config.in_channels == model.denoiser.unet.config.out_channels == 8
+    model.eval().update()
+    x = torch.rand(1, 3, 64, 64)
+    assert model.decompress(model.compress(x), 64, 64).shape == (1, 3, 64, 64)

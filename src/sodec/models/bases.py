@@ -95,7 +95,7 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
 
     layout = dict(layout=config.guidance_layout, grid=config.guidance_grid)
     if random:
-        unet, vae = UNet2DConditionModel(**config.unet), AutoencoderKL(**config.vae)
+        unet, vae = UNet2DConditionModel(**config.unet_build_config()), AutoencoderKL(**config.vae)
         guidance = GuidanceBackbone.from_timm(
             config.guidance_backbone, random_weights=True, **layout, **config.guidance_kwargs
         )

@@ -77,6 +77,12 @@ class DiffusionConfig:
     def cross_attention_dim(self) -> int:
         return int(self.unet.get("cross_attention_dim", 1024))
 
+    def unet_build_config(self) -> dict[str, Any]:
+        """``unet`` with its input and output channels set to the VAE's latent channels (unless it names them):
+        a preset that widens the latent changes one field, not three."""
+        channels = self.vae.get("latent_channels", 4)
+        return {"in_channels": channels, "out_channels": channels, **self.unet}
+
 
 @dataclass
 class SodecConfig:

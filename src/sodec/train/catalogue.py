@@ -9,66 +9,12 @@ listed with the reason.  :data:`SOURCES` maps a source name to a factory, :func:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
 
 from sodec.errors import SodecError
-
-#: excluded by file name from every source, folders included
-EXCLUDED_NAMES: dict[str, str] = {
-    "seeding_by_clements_engelhardt.jpg": "the bundled demo photo (src/sodec/assets/dandelions.png) is made from it",
-    "dandelions.png": "the bundled demo photo (src/sodec/assets/dandelions.png)",
-}
-
-Kind = Literal["deb", "wheel", "folder"]
-
-
-@dataclass(frozen=True)
-class Photo:
-    """One curated photograph: where it is inside its package and what the package says about it.
-
-    ``license``/``license_file``/``credit`` are set here only where the statement cannot be read from a
-    machine-readable file at build time (wheels: the docstrings and READMEs quoted in the comments).
-    """
-
-    package: str
-    path: str
-    stem: str
-    license: str | None = None
-    license_file: str | None = None
-    credit: str | None = None
-
-
-@dataclass(frozen=True)
-class Excluded:
-    """A candidate file inside a package that is deliberately not used."""
-
-    package: str
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Source:
-    """A named group of photos from one or more packages of the same kind.
-
-    ``packages`` maps a package (Debian package or PyPI distribution) to its pinned version (``None``: the
-    version apt offers, recorded in the manifest).  ``copyright_files`` maps a Debian package to its
-    machine-readable copyright file.  A ``folder`` source reads every image of a local directory (``root``).
-    """
-
-    name: str
-    kind: Kind
-    packages: Mapping[str, str | None]
-    photos: tuple[Photo, ...] = ()
-    excluded: tuple[Excluded, ...] = ()
-    copyright_files: Mapping[str, str] = field(default_factory=dict)
-    root: Path | None = None
-    extra_files: tuple[str, ...] = ()
-    describe: Callable[[Path, Photo], dict[str, str | None]] | None = None
-
+from sodec.train.catalogue_more import MORE_SOURCES
+from sodec.train.catalogue_types import EXCLUDED_NAMES, Excluded, Kind, Photo, Source  # noqa: F401 (re-exported)
 
 # --------------------------------------------------------------------------------------------------------------
 # Curated lists (each file inspected by eye; see docs/data.md for the rules)
@@ -286,8 +232,11 @@ SOURCES: dict[str, Callable[[], Source]] = {
     "skimage": _skimage,
     "sklearn": _sklearn,
     "matplotlib": _matplotlib,
+    **MORE_SOURCES,  # train-only (holdout=False): lxqt, kphotoalbum, palapeli, krank, forensics, gcompris, ...
 }
 DEFAULT_SOURCES = tuple(SOURCES)
+#: the sources whose photos may be drawn into val/ and dev/ (the nano set of v1/v2; docs/data.md)
+HOLDOUT_SOURCES = ("lomiri", "plasma", "opencv", "skimage", "sklearn", "matplotlib")
 
 
 def parse_sources(spec: str | Sequence[str]) -> list[Source]:

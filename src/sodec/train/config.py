@@ -12,12 +12,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from sodec.errors import SodecError
 from sodec.train.discriminators import ADVERSARIAL_LOSSES, DISCRIMINATORS, parse_diffaugment
+
+if TYPE_CHECKING:
+    from sodec.train.augment import Augment
 
 STAGES = ("prior-vae", "prior-unet", "rd", "warmup", "anneal", "adversarial")
 
@@ -53,12 +56,29 @@ class DataSection:
     crop: int = 256  # random square crops (multiple of 64)
     batch_size: int = 8
     max_side: int | None = 1024  # photos are downscaled (never upscaled) to this longer side when loaded
-    min_scale: float = 1.0  # random downscale of each crop's window by a factor in [min_scale, 1]
-    flip: bool = True
+    # crops at many scales: each crop's window is downscaled by a random factor in [min_scale, 1] (e.g. 0.333:
+    # between 1 and 1/3 of the photo's size; antialiased; limited so the window fits, so never upscaled)
+    min_scale: float = 1.0
+    flip: bool = True  # random horizontal flip
+    # optional augmentation, all off at 0 (sodec.train.augment; docs/training.md): a rotation by up to ±rotate
+    # degrees with no black corners, and colour jitter: brightness, contrast and saturation factors in 1 ± amount,
+    # a hue rotation within ±hue degrees
+    rotate: float = 0.0
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
     workers: int = 0
     # false: every photo decoded into memory at start (RandomCrops); true: the folder (and its sub-folders) is only
     # listed, each sample decoded when drawn, in the DataLoader workers (StreamingCrops: DIV2K/Flickr2K/LSDIR)
     streaming: bool = False
+
+    def augment(self) -> Augment | None:
+        """The crops' optional augmentation (None when every field is off)."""
+        from sodec.train.augment import Augment  # torch: imported only when asked
+
+        aug = Augment(self.rotate, self.brightness, self.contrast, self.saturation, self.hue)
+        return aug if aug.rotate or aug.colour else None
 
 
 @dataclass
@@ -146,6 +166,12 @@ class TrainConfig:
             raise ConfigError(f"unknown stage {self.stage!r}; choose from {', '.join(STAGES)}")
         if self.data.crop % 64:
             raise ConfigError(f"data.crop must be a multiple of 64 (got {self.data.crop})")
+        if not 0 < self.data.min_scale <= 1:
+            raise ConfigError(f"data.min_scale must be in (0, 1] (got {self.data.min_scale})")
+        try:
+            self.data.augment()
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.loss.lmbda_shape not in ("linear", "exp", "cosine", "step"):
             raise ConfigError(f"loss.lmbda_shape must be linear, exp, cosine or step (got {self.loss.lmbda_shape!r})")
         if self.loss.ms_ssim > 0 and self.data.crop <= 160:

@@ -47,10 +47,18 @@ def _dep5_matches(pattern: str, path: str) -> bool:
     return fnmatch.fnmatchcase(base, pattern) or fnmatch.fnmatchcase(path, pattern)
 
 
-def dep5_license(paragraphs: Sequence[Dep5Paragraph], path: str) -> Dep5Paragraph | None:
-    """The paragraph that applies to ``path`` (the last matching one, as DEP-5 says), or ``None``."""
+def dep5_license(paragraphs: Sequence[Dep5Paragraph], path: str, upstream: bool = False) -> Dep5Paragraph | None:
+    """The paragraph that applies to ``path`` (the last matching one, as DEP-5 says), or ``None``.
+
+    ``path`` is an installed path, matched loosely (the source tree differs), unless ``upstream``: then it is the
+    file's path in the upstream source tree and the patterns match it as DEP-5 defines (``*`` spans ``/``).
+    """
     found = None
     for p in paragraphs:
-        if any(_dep5_matches(pat, path) for pat in p.files):
+        if upstream:
+            hit = any(fnmatch.fnmatchcase(path, pat) for pat in p.files)
+        else:
+            hit = any(_dep5_matches(pat, path) for pat in p.files)
+        if hit:
             found = p
     return found

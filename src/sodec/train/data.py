@@ -1,4 +1,5 @@
-"""Image-folder data: random crops (with flips and downscaling, never upscaling) and validation crops.
+"""Image-folder data: random crops (with flips and downscaling, never upscaling; optional rotations and colour
+jitter, :mod:`sodec.train.augment`) and validation crops.
 
 Every sample is a pure function of (seed, its position in the training stream), so a resumed run sees the
 same batches as an uninterrupted one, and the worker count never changes what is drawn.  Several processes
@@ -17,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from sodec.errors import SodecError
+from sodec.train.augment import Augment, augmented_crop
 
 PHOTO_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".ppm", ".bmp", ".tif", ".tiff")
 
@@ -63,8 +64,9 @@ class RandomCrops(Dataset):
         min_scale: float = 1.0,
         flip: bool = True,
         seed: int = 0,
+        augment: Augment | None = None,
     ) -> None:
-        self.crop, self.min_scale, self.flip, self.seed = crop, min_scale, flip, seed
+        self.crop, self.min_scale, self.flip, self.seed, self.augment = crop, min_scale, flip, seed, augment
         photos = [load_photo(p, max_side) for p in list_photos(folder)]
         self.photos = [p for p in photos if min(p.shape[1:]) >= crop]
         if not self.photos:
@@ -84,16 +86,10 @@ class RandomCrops(Dataset):
         rng = random.Random(f"{self.seed}/item/{i}")
         photo = self.photos[self._photo_index(i)]
         h, w = photo.shape[1:]
-        largest = min(h, w) / self.crop  # 1/s limit so the window fits
-        inv_scale = rng.uniform(1.0, min(1.0 / self.min_scale, largest))
-        size = min(round(self.crop * inv_scale), h, w)
-        top, left = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
-        x = photo[:, top : top + size, left : left + size].float().div_(255)
-        if size != self.crop:
-            x = F.interpolate(x[None], size=(self.crop, self.crop), mode="bilinear", antialias=True)[0].clamp_(0, 1)
-        if self.flip and rng.random() < 0.5:
-            x = x.flip(-1)
-        return x
+        return augmented_crop(
+            lambda top, left, side: photo[:, top : top + side, left : left + side],
+            h, w, self.crop, rng, self.min_scale, self.flip, self.augment,
+        )  # fmt: skip
 
 
 def list_photo_names(folder: str | Path) -> list[str]:
@@ -150,9 +146,11 @@ class StreamingCrops(Dataset):
         min_scale: float = 1.0,
         flip: bool = True,
         seed: int = 0,
+        augment: Augment | None = None,
     ) -> None:
         self.folder = Path(folder)
         self.crop, self.max_side, self.min_scale, self.flip, self.seed = crop, max_side, min_scale, flip, seed
+        self.augment = augment
         encoded = [os.fsencode(n) for n in list_photo_names(self.folder)]
         self._offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(b) for b in encoded], out=self._offsets[1:])
@@ -223,18 +221,13 @@ class StreamingCrops(Dataset):
 
     def _crop(self, im: Image.Image, rng: random.Random) -> Tensor:
         """The window :class:`RandomCrops` would draw from this photo with ``rng`` (same draws, same order)."""
+
+        def read(top: int, left: int, side: int) -> Tensor:
+            window = np.asarray(im.crop((left, top, left + side, top + side)))
+            return torch.from_numpy(window.copy()).permute(2, 0, 1)
+
         w, h = im.size
-        largest = min(h, w) / self.crop  # 1/s limit so the window fits
-        inv_scale = rng.uniform(1.0, min(1.0 / self.min_scale, largest))
-        size = min(round(self.crop * inv_scale), h, w)
-        top, left = rng.randrange(h - size + 1), rng.randrange(w - size + 1)
-        window = np.asarray(im.crop((left, top, left + size, top + size)))
-        x = torch.from_numpy(window.copy()).permute(2, 0, 1).float().div_(255)
-        if size != self.crop:
-            x = F.interpolate(x[None], size=(self.crop, self.crop), mode="bilinear", antialias=True)[0].clamp_(0, 1)
-        if self.flip and rng.random() < 0.5:
-            x = x.flip(-1)
-        return x
+        return augmented_crop(read, h, w, self.crop, rng, self.min_scale, self.flip, self.augment)
 
 
 class StreamSampler(Sampler[int]):

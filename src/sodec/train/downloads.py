@@ -22,7 +22,8 @@ from pathlib import Path
 
 from sodec.errors import SodecError
 from sodec.fileutil import sha256_file
-from sodec.train.catalogue import Kind, Source
+from sodec.train.catalogue_types import Kind, Source
+from sodec.train.qtrcc import read_rcc, split_member
 
 #: a callback that receives one line of progress text
 Progress = Callable[[str], None]
@@ -86,9 +87,25 @@ def _install(staged: Path, final: Path, record: dict) -> None:
 
 
 def _copy_wanted(src_root: Path, dst_root: Path, wanted: Iterable[str]) -> list[str]:
-    """Copy (following symlinks) the wanted files that exist; returns the paths copied."""
+    """Copy (following symlinks) the wanted files that exist; returns the paths copied.
+
+    A path ``ARCHIVE.rcc:/member`` is a file inside a Qt resource archive of the package: the member is written
+    at that path (the archive itself is not kept).
+    """
     copied = []
+    archives: dict[str, dict[str, bytes]] = {}
     for p in sorted(set(wanted)):
+        member = split_member(p)
+        if member is not None:
+            archive, inner = member
+            if archive not in archives:
+                src = src_root / archive
+                archives[archive] = read_rcc(src.read_bytes(), archive) if src.is_file() else {}
+            if inner in archives[archive]:
+                (dst_root / p).parent.mkdir(parents=True, exist_ok=True)
+                (dst_root / p).write_bytes(archives[archive][inner])
+                copied.append(p)
+            continue
         src = src_root / p
         if src.is_file():
             (dst_root / p).parent.mkdir(parents=True, exist_ok=True)

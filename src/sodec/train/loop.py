@@ -189,11 +189,11 @@ def train(
 
     if config.data.streaming:  # listed now, decoded per sample in the DataLoader workers
         data = StreamingCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
-                              config.data.flip, config.seed)  # fmt: skip
+                              config.data.flip, config.seed, config.data.augment())  # fmt: skip
         acc.print(f"data: {data.n_photos} photos listed under {config.data.train} (streaming)")
     else:
         data = RandomCrops(config.data.train, config.data.crop, config.data.max_side, config.data.min_scale,
-                           config.data.flip, config.seed)  # fmt: skip
+                           config.data.flip, config.seed, config.data.augment())  # fmt: skip
     per_step = config.data.batch_size * o.grad_accum
     loader = DataLoader(
         data,

@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,6 +112,23 @@ def split_photos(
     n_dev = max(0, min(dev_count, len(eligible) - len(val), n - len(val) - 1))
     dev = eligible[len(val) : len(val) + n_dev]
     split = dict.fromkeys(val, "val") | dict.fromkeys(dev, "dev")
+    return {k: split.get(k, "train") for k in sorted(sizes)}
+
+
+def split_with_train_only(
+    sizes: Mapping[str, tuple[int, int]],
+    train_only: Collection[str],
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    seed: int = 0,
+    dev_count: int = DEFAULT_DEV_COUNT,
+) -> dict[str, str]:
+    """:func:`split_photos` over the photos not in ``train_only``; every ``train_only`` photo goes to ``"train"``.
+
+    The held-out splits are therefore exactly those of the same build without the train-only photos: adding a
+    train-only source can never move a ``val/`` or ``dev/`` photo, nor change how many there are.
+    """
+    held = {k: v for k, v in sizes.items() if k not in train_only}
+    split = split_photos(held, val_fraction, seed, dev_count) if held else {}
     return {k: split.get(k, "train") for k in sorted(sizes)}
 
 
@@ -305,9 +322,16 @@ def _licence_for(source: Source, fetched: Fetched, photo: Photo, dep5: list[Dep5
         "copyright_file": source.copyright_files.get(photo.package) or fetched.license_file,
     }  # fmt: skip
     if dep5 is not None:
-        para = dep5_license(dep5, photo.path)
-        if para is not None:  # the catch-all "Files: *" paragraph names the project's authors, not a photographer
-            credit = None if "*" in para.files else para.copyright or None
+        installed, upstream = source.upstream_dirs.get(photo.package, ("", None))
+        if upstream is not None and photo.path.startswith(installed):
+            para = dep5_license(dep5, upstream + photo.path[len(installed) :], upstream=True)
+        else:
+            para = dep5_license(dep5, photo.path)
+        catch_all = para is not None and "*" in para.files
+        # the catch-all "Files: *" paragraph names the project's authors, not a photographer: a licence the
+        # catalogue states for the photo itself (from a per-file statement the package ships) wins over it
+        if para is not None and not (catch_all and photo.license):
+            credit = None if catch_all else para.copyright or None
             info.update(license=para.license, license_file=info["copyright_file"], credit=credit)
     if source.describe is not None:
         info.update({k: v for k, v in source.describe(fetched.root, photo).items() if v})
@@ -385,6 +409,7 @@ def _build_into(
     pool.mkdir()
     excluded: list[ExcludedEntry] = []
     pending: dict[str, dict] = {}
+    train_only: set[str] = set()
     for src in srcs:
         photos = list(src.photos) if src.kind != "folder" else _folder_photos(src.root)  # type: ignore[arg-type]
         excluded += [ExcludedEntry(src.name, x.package, x.path, x.reason) for x in src.excluded]
@@ -419,10 +444,14 @@ def _build_into(
                 "original_size": img.size, "output_size": out.size,
                 **_licence_for(src, f, photo, dep5s.get(photo.package)),
             }  # fmt: skip
+            if not src.holdout:
+                train_only.add(name)
     if not pending:
         raise SodecError("no photos selected")
 
-    splits = split_photos({k: v["output_size"] for k, v in pending.items()}, val_fraction, seed, dev_count)
+    splits = split_with_train_only(
+        {k: v["output_size"] for k, v in pending.items()}, train_only, val_fraction, seed, dev_count
+    )
     entries: list[Entry] = []
     for sub in SPLITS:
         if sub != "dev" or dev_count > 0:
@@ -445,6 +474,7 @@ def _build_into(
         "sources": [s.name if s.kind != "folder" else f"folder:{s.root}" for s in srcs],
         "val_fraction": val_fraction, "dev_count": dev_count, "max_side": max_side, "seed": seed, "min_side": MIN_SIDE,
         "val_min_side": VAL_MIN_SIDE, "val_min_long_side": VAL_MIN_LONG_SIDE,
+        "train_only_sources": [s.name for s in srcs if not s.holdout],
     }  # fmt: skip
     manifest = Manifest(params, packages, entries, excluded)
     text = json.dumps(manifest.to_dict(), indent=1, ensure_ascii=False) + "\n"

@@ -224,6 +224,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if not info["available"]:
                 print(f"{name}: unavailable: {info['reason']}")
     print(f"wrote {args.out / 'report.md'} ({result['meta']['wall_s']:.1f} s)")
+    for reason in result["failed_images"]:  # the run went on without them, as a folder run does
+        print(f"sodec: error: {reason}", file=sys.stderr)
+    if result["failed_images"]:
+        n = len(result["images"]) + len(result["skipped_images"]) + len(result["failed_images"])
+        print(f"sodec: {len(result['failed_images'])} of {n} images failed", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 

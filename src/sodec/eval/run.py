@@ -199,14 +199,17 @@ def _code_on_ray(state: EvalState, pre: Preprocess, paths: list, t_start: float)
     state.coding_s["setup"] = time.perf_counter() - t_start
     progress = _progress(cfg, len(paths))
     try:
-        results, info = distributed.eval_images(
+        results, failures, info = distributed.eval_images(
             cfg, list(zip(paths, image_names(paths))), on_result=progress.update if progress else None
         )
     finally:
         if progress:
             progress.close()
+    state.failed_images.extend(failures[k] for k in sorted(failures))
     used = []
     for r in results:
+        if r is None:
+            continue
         if r.skipped:
             state.skipped_images.append(r.skipped)
         else:

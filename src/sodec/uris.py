@@ -164,14 +164,18 @@ def upload(local: Path, uri: str) -> None:
       its final key.  A writer killed mid-upload leaves no object there, and an object already there keeps
       its old bytes until the new upload completes (tests/test_remote_storage.py).  S3 keeps the parts of an
       unfinished multipart upload, invisible and billed, until a bucket lifecycle rule aborts them.
+      pyarrow's streams cannot be aborted: closing one, even while an error unwinds it, completes the
+      upload with what it holds.  So the file's bytes go to the stream in one ``write``, and an error can
+      never complete a shortened object.
     * File systems with a rename (HDFS, ``file://``): written as ``.NAME.RANDOM.tmp`` in the same folder,
       then moved onto ``NAME``.  A writer killed before the move leaves that file, which the end of the run
       removes (:func:`sodec.batch.remove_stale_temps`).
     """
     fs, path = filesystem(uri)
     if fs.type_name in OBJECT_STORES:
-        with open(local, "rb") as f, fs.open_output_stream(path) as out:
-            shutil.copyfileobj(f, out, _CHUNK)
+        data = local.read_bytes()  # read first: a failing read must not happen with the stream open
+        with fs.open_output_stream(path) as out:
+            out.write(data)
         return
     folder, _, leaf = path.rpartition("/")
     tmp = f"{folder}/.{leaf}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}"

@@ -120,3 +120,13 @@ def _install_faults(markers: str) -> None:
         return FileSystem(fs), path
 
     sodec.uris.filesystem = filesystem
+
+
+class BrokenWorker:
+    """A pool worker whose constructor fails, as one whose model cannot load on its node would."""
+
+    def __init__(self) -> None:
+        raise ValueError("no model on this node")
+
+    def code(self, item, attempt: int):  # pragma: no cover - never reached
+        return item

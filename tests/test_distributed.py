@@ -121,6 +121,20 @@ def test_a_worker_killed_inside_atomic_write(cluster, photo_folder, tiny_model_d
     assert _files(root / "ray") == _files(root / "local")  # every file complete and exact; no ".kill-…tmp"
 
 
+def test_a_pool_whose_workers_cannot_start_reports_every_item_and_ends(cluster):
+    from sodec.distributed import ActorPool
+
+    pool = ActorPool(ray_job.BrokenWorker, {}, 2, 0.5, 0)
+    results, failures = [], {}
+    try:
+        pool.run([("a",), ("b",), ("c",)], lambda k, v: results.append(v), failures.__setitem__)
+    finally:
+        pool.close()
+    assert not results and sorted(failures) == [0, 1, 2]
+    assert all(why.endswith("no worker is left (the last one: the worker failed to start: ValueError: no model "
+                            "on this node)") for why in failures.values()), failures
+
+
 def test_local_folder_to_and_from_uris(cluster, photo_folder, tiny_model_dir, capsys):
     """A local SRC with a URI output (and the reverse) pairs as a local run does, through pyarrow.fs; the
     files are those of a local run, and a rerun skips them."""

@@ -3,7 +3,7 @@
 Every job of :mod:`sodec.distributed` that codes a list of items (files, eval images) runs it through an
 :class:`ActorPool`: ``size`` long-lived Ray actors of one worker class, each loading its model in its
 constructor and then coding one item per call.  The pool, not Ray, retries an item whose worker dies, so it
-knows how many attempts were really made and what Ray said about each loss (:class:`Lost`).
+knows how many attempts were really made and what Ray said about each loss (:func:`lost_in_every_attempt`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sodec.console import describe, warn_one_line
@@ -94,18 +94,12 @@ def worker_setup(device: str) -> str:
     return device
 
 
-@dataclass
-class Lost:
-    """An item that was never coded: every attempt ended with its worker lost, in Ray's words."""
-
-    reasons: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        n = len(self.reasons)
-        said = "; ".join(dict.fromkeys(self.reasons))  # each distinct reason once, in order
-        if n == 1:
-            return f"not coded: its worker was lost (Ray: {said})"
-        return f"not coded after {n} attempts: each time its worker was lost (Ray: {said})"
+def lost_in_every_attempt(reasons: Sequence[str]) -> str:
+    """Why an item was never coded: each attempt ended with its worker lost, in Ray's words."""
+    said = "; ".join(dict.fromkeys(reasons))  # each distinct reason once, in order
+    if len(reasons) == 1:
+        return f"not coded: its worker was lost (Ray: {said})"
+    return f"not coded after {len(reasons)} attempts: each time its worker was lost (Ray: {said})"
 
 
 def loss_reason(error: Exception) -> str:
@@ -118,7 +112,7 @@ def loss_reason(error: Exception) -> str:
         return m.group(1) if m else text.splitlines()[0]
     if isinstance(error, rx.ActorDiedError):
         if error.actor_init_failed:
-            return "its worker failed to start: " + text.strip().splitlines()[-1]
+            return "the worker failed to start: " + text.strip().splitlines()[-1]
         lines = [ln for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith("\t")]
         detail = " ".join(lines) or text.splitlines()[0]
         return detail.split(" Some common causes")[0].split(" There are some potential")[0]
@@ -144,9 +138,10 @@ class ActorPool:
         self.attempts = attempts
 
     def run(self, calls: Sequence[tuple], on_result: Callable[[int, Any], None],
-            on_lost: Callable[[int, Lost], None]) -> None:
-        """Call ``actor.code(*calls[k], attempt)`` for every ``k``; ``on_result(k, value)`` as each returns,
-        or ``on_lost(k, Lost)`` for an item whose worker was lost in ``attempts`` calls in a row."""
+            on_failed: Callable[[int, str], None]) -> None:
+        """Call ``actor.code(*calls[k], attempt)`` for every ``k``: ``on_result(k, value)`` as each returns,
+        or ``on_failed(k, why)`` for an item whose worker was lost in ``attempts`` calls in a row (or that
+        no worker is left to code, or whose worker raised, a bug: workers return errors as values)."""
         import ray
         import ray.exceptions as rx
 
@@ -154,15 +149,17 @@ class ActorPool:
         idle = list(self.actors)
         inflight: dict = {}  # ObjectRef of a call -> (k, attempt, actor)
         recovering: dict = {}  # ObjectRef of a readiness probe -> actor being restarted by Ray
-        lost: dict[int, Lost] = {}
+        lost: dict[int, list[str]] = {}  # item -> what Ray said of each lost attempt
         while todo or inflight:
             while todo and idle:
                 k, attempt = todo.popleft()
                 actor = idle.pop()
                 inflight[actor.code.remote(*calls[k], attempt)] = (k, attempt, actor)
             if not inflight and not recovering:  # every actor is gone for good: nothing can code the rest
+                last = next(reversed(lost.values()), ["unknown"])[-1]
                 for k, _ in todo:
-                    on_lost(k, lost.get(k) or Lost(["no worker left"]))
+                    tried = lost_in_every_attempt(lost[k]) + "; " if k in lost else "not coded: "
+                    on_failed(k, f"{tried}no worker is left (the last one: {last})")
                 return
             (ref,), _ = ray.wait([*inflight, *recovering], num_returns=1)
             if ref in recovering:
@@ -178,17 +175,17 @@ class ActorPool:
                 value = ray.get(ref)
             except rx.RayTaskError as e:  # a worker raised: a bug, since workers return errors as values
                 idle.append(actor)
-                on_lost(k, Lost([describe(e.cause) if e.cause else str(e).splitlines()[0]]))
+                on_failed(k, "its worker raised " + (describe(e.cause) if e.cause else str(e).splitlines()[0]))
                 continue
             except rx.RayError as e:  # the worker was lost mid-call
                 if not (isinstance(e, rx.ActorDiedError) and e.actor_init_failed):
                     # back in the pool once Ray has restarted it (its model loaded again)
                     recovering[actor.__ray_ready__.options(max_task_retries=-1).remote()] = actor
-                lost.setdefault(k, Lost()).reasons.append(loss_reason(e))
+                lost.setdefault(k, []).append(loss_reason(e))
                 if attempt < self.attempts:
                     todo.appendleft((k, attempt + 1))
                 else:
-                    on_lost(k, lost[k])
+                    on_failed(k, lost_in_every_attempt(lost[k]))
                 continue
             idle.append(actor)
             on_result(k, value)

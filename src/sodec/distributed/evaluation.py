@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sodec.console import describe
-from sodec.distributed.cluster import ActorPool, Lost, connect
+from sodec.distributed.cluster import ActorPool, connect
 
 if TYPE_CHECKING:  # pragma: no cover
     from sodec.eval.coding import ImageResult
@@ -63,14 +63,14 @@ def eval_images(
         if on_result:
             on_result()
 
-    def lost(k: int, why: Lost) -> None:
-        failures[k] = f"{items[k][0]}: {why.describe()}"
+    def failed(k: int, why: str) -> None:
+        failures[k] = f"{items[k][0]}: {why}"
         if on_result:
             on_result()
 
     pool = ActorPool(EvalWorker, {"cfg": cfg}, size, 1, int(use_gpus))
     try:
-        pool.run([(str(path), name) for path, name in items], done, lost)
+        pool.run([(str(path), name) for path, name in items], done, failed)
     finally:
         pool.close()
     info = {"address": cluster.address, "workers": size, "cluster_cpus": cluster.cpus, "cluster_gpus": cluster.gpus}

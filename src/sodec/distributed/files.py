@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from sodec.batch import Outcome, Runner, Task, process_file, start_worker
-from sodec.distributed.cluster import ActorPool, Lost, connect
+from sodec.distributed.cluster import ActorPool, connect
 from sodec.uris import Location
 
 
@@ -57,12 +57,12 @@ def ray_runner(address: str | None = "local", *, workers: int | None = None, cpu
             tqdm.write(f"sodec: ray: {cluster.describe(size)}", file=sys.stderr)  # above the progress bar
         pool = ActorPool(FileWorker, {"task": task, "folder": folder}, size, cpus_per_worker, int(use_gpus))
 
-        def lost(k: int, why: Lost) -> None:
+        def failed(k: int, why: str) -> None:
             i, src, dst = items[k]
-            report(i, Outcome("failed", src, dst, reason=f"{src}: {why.describe()}"))
+            report(i, Outcome("failed", src, dst, reason=f"{src}: {why}"))
 
         try:
-            pool.run([(src, dst) for _, src, dst in items], lambda k, o: report(items[k][0], o), lost)
+            pool.run([(src, dst) for _, src, dst in items], lambda k, o: report(items[k][0], o), failed)
         finally:
             pool.close()
 

@@ -135,9 +135,9 @@ def test_a_pool_whose_workers_cannot_start_reports_every_item_and_ends(cluster):
                             "on this node)") for why in failures.values()), failures
 
 
-def test_local_folder_to_and_from_uris(cluster, photo_folder, tiny_model_dir, capsys):
-    """A local SRC with a URI output (and the reverse) pairs as a local run does, through pyarrow.fs; the
-    files are those of a local run, and a rerun skips them."""
+def test_local_folder_to_a_uri(cluster, photo_folder, tiny_model_dir, capsys):
+    """A local SRC with a URI output pairs as a local run does, through pyarrow.fs (it crashed before); the
+    files are those of a local run, and a rerun skips them.  Object stores: tests/test_remote_storage.py."""
     (photo_folder / "e.png").unlink()
     root, model = photo_folder.parent, ["--model", str(tiny_model_dir)]
     assert main(["compress", str(photo_folder), "-o", str(root / "local"), *model, "-q"]) == 0
@@ -147,8 +147,6 @@ def test_local_folder_to_and_from_uris(cluster, photo_folder, tiny_model_dir, ca
     assert _files(root / "remote") == _files(root / "local")
     assert main(["compress", str(photo_folder), "-o", uri_out, *model, "--ray"]) == 0
     assert "0 done, 4 skipped (output exists)" in capsys.readouterr().out
-    assert main(["decompress", uri_out, "-o", str(root / "png"), *model, "--ray", "-q"]) == 0
-    assert sorted(_files(root / "png")) == ["a.png", "b.png", "c.png", "d.png"]
 
 
 def test_dataset_api_gives_the_bytes_of_the_cli(cluster, photo_folder, tiny_model_dir):

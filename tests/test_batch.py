@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from sodec.batch import Task, run
@@ -212,3 +213,41 @@ def test_ctrl_c_finishes_the_files_in_progress_exits_130_and_a_rerun_codes_the_r
     assert main(["compress", str(src), "-o", str(out), "--model", str(tiny_model_dir), "--jobs", "2", "-q"]) == 0
     assert len(list(out.glob("*.sodec"))) == 400
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_one_pairing_rule_for_paths_uris_and_both(photo_folder, tmp_path):
+    """Local paths and URIs pair alike (one rule, sodec.batch.pair_files), in any mix; an output ending in
+    ``/`` is a folder, for a local path as for a URI."""
+    pytest.importorskip("pyarrow")
+    from sodec import uris
+    from sodec.batch import pair_files
+
+    local, is_folder = pair_files(photo_folder, tmp_path / "out", "compress")
+    remote, remote_is_folder = pair_files(f"file://{photo_folder}", f"file://{tmp_path}/out-uri/", "compress")
+    assert is_folder and remote_is_folder
+    assert [(s.name, d.name) for s, d in local] == [(uris.name(s), uris.name(d)) for s, d in remote]
+    assert [d.name for _, d in local] == ["a.sodec", "b.sodec", "c.sodec", "d.sodec", "e.sodec"]
+    assert (tmp_path / "out").is_dir() and (tmp_path / "out-uri").is_dir()
+    mixed, _ = pair_files(photo_folder, f"file://{tmp_path}/mixed", "compress")
+    assert mixed[0] == (photo_folder / "a.png", f"file://{tmp_path}/mixed/a.sodec")
+    assert pair_files(photo_folder / "a.png", f"{tmp_path}/new/", "compress") == (
+        [(photo_folder / "a.png", tmp_path / "new" / "a.sodec")], False)
+    assert pair_files(f"file://{photo_folder}/a.png", f"file://{tmp_path}/new2/", "compress") == (
+        [(f"file://{photo_folder}/a.png", f"file://{tmp_path}/new2/a.sodec")], False)
+    assert pair_files(f"file://{photo_folder}/a.png", None, "compress")[0] == [
+        (f"file://{photo_folder}/a.png", f"file://{photo_folder}/a.sodec")]
+
+
+def test_uris_without_ray_in_worker_processes(photo_folder, tiny_model_dir, tmp_path, capsys):
+    """``--jobs 2`` codes a file:// folder with the same rules and bytes as a local one, and no staging
+    folder is left behind."""
+    pytest.importorskip("pyarrow")
+    import tempfile
+
+    model = ["--model", str(tiny_model_dir), "-q"]
+    assert main(["compress", str(photo_folder), "-o", str(tmp_path / "local"), *model]) == 2
+    assert main(["compress", f"file://{photo_folder}", "-o", str(tmp_path / "uri"), "--jobs", "2", *model]) == 2
+    assert "e.png: not a readable image" in capsys.readouterr().err
+    assert {n: (tmp_path / "uri" / n).read_bytes() for n in _names(tmp_path / "uri")} == {
+        n: (tmp_path / "local" / n).read_bytes() for n in _names(tmp_path / "local")}
+    assert not list(Path(tempfile.gettempdir()).glob("sodec-stage-*"))  # every worker's staging folders

@@ -212,3 +212,22 @@ def test_decoder_both_counts_the_encode_time_once(tmp_path, monkeypatch):
     assert result.coding_s["sodec"] == pytest.approx(10.0 + 2 * 1.0)
     assert [(r["codec"], r["encode_s"], r["decode_s"]) for r in result.rows] == [
         ("sodec-diffusion", 10.0, 1.0), ("sodec-fidelity", 10.0, 1.0)]  # each row: its file's encode time
+
+
+def test_a_failing_image_is_reported_and_the_rest_evaluated(tmp_path, data_dir, capsys):
+    """As in a folder run: the unreadable image is one error line, the report covers the others, exit 2."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.png").write_bytes((data_dir / "a.png").read_bytes())
+    (data / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not a whole PNG")
+    out = tmp_path / "run"
+    args = ["eval", "--data", str(data), "--out", str(out), "--model", "none", "--baselines", "jpeg", "--targets",
+            "0.5", "--metrics", "psnr", "--crops", "0", "-q"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("sodec: error:") == 1 and "b.png: not a readable image" in err
+    assert "1 of 2 images failed" in err
+    result = json.loads((out / "results.json").read_text())
+    assert [i["name"] for i in result["images"]] == ["a"] and {r["image"] for r in result["records"]} == {"a"}
+    assert len(result["failed_images"]) == 1 and result["failed_images"][0].startswith(str(data / "b.png"))
+    assert "Failed (not in any table): " in (out / "report.md").read_text()

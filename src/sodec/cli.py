@@ -24,89 +24,50 @@ _JOBS_HELP = (
 )
 _RAY_HELP = (
     "run on a Ray cluster (needs the ray extra): no ADDRESS starts a local one, 'auto' joins the running "
-    "cluster, ray://HOST:PORT connects a client; SRC and -o may then be s3:// or gs:// URIs (docs/scaling.md)"
+    "cluster, ray://HOST:PORT connects a client (docs/scaling.md)"
 )
 
 
-def _pairs(source: Path, output: Path | None, suffixes: Sequence[str], new_suffix: str) -> list[tuple[Path, Path]]:
-    """(input, output) paths: a file gives one pair, a folder gives one per matching file in it."""
-    if source.is_dir():
-        out_dir = output or source
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
-        if not files:
-            raise SodecError(f"{source}: no input files ({', '.join(suffixes)})")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return [(p, out_dir / (p.stem + new_suffix)) for p in files]
-    if not source.exists():
-        raise SodecError(f"{source}: no such file")
-    if output is not None and output.is_dir():
-        output = output / (source.stem + new_suffix)
-    return [(source, output or source.with_suffix(new_suffix))]
-
-
-def _run_batch(args: argparse.Namespace, pairs: list[tuple[Path, Path]], task) -> int:
-    """Code every pair (``--jobs`` workers; in a folder run existing outputs are skipped and a summary is
-    printed; a failing file is reported and the rest go on).  Returns the exit code (docs/robustness.md)."""
+def _run_files(args: argparse.Namespace, task) -> int:
+    """Code a file or folder, local or at a URI (:mod:`sodec.batch`): in this process, in ``--jobs`` worker
+    processes, or on a Ray cluster with ``--ray``.  Returns the exit code (docs/robustness.md)."""
     import torch
 
-    from sodec import batch
+    from sodec import api, batch
 
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise SodecError(f"--jobs must be at least 1, got {args.jobs}")
-    return batch.run(
-        pairs, task, folder=args.input.is_dir(), jobs=args.jobs, threads=torch.get_num_threads(), quiet=args.quiet
-    )
+    runner = None
+    if args.ray is not None:
+        from sodec import distributed
 
-
-def _run_ray(args: argparse.Namespace, suffixes: Sequence[str], new_suffix: str, task) -> int:
-    """``--ray``: the folder job on a Ray cluster; local paths or URIs (:mod:`sodec.distributed`)."""
-    from sodec import batch, distributed
-
-    distributed.require_ray("--ray")
-    if args.jobs < 1:
-        raise SodecError(f"--jobs must be at least 1, got {args.jobs}")
-    if distributed.is_uri(args.input) or (args.output is not None and distributed.is_uri(args.output)):
-        pairs, folder = distributed.list_pairs(args.input, args.output, suffixes, new_suffix)
-    else:
-        source = Path(args.input)
-        pairs = _pairs(source, None if args.output is None else Path(args.output), suffixes, new_suffix)
-        folder = source.is_dir()
-    runner = distributed.code_files(args.ray, workers=args.jobs if args.jobs > 1 else None)
-    return batch.run(pairs, task, folder=folder, quiet=args.quiet, runner=runner)
+        distributed.require_ray("--ray")  # before anything is read or written
+        runner = distributed.ray_runner(args.ray, workers=args.jobs, quiet=args.quiet)
+    pairs, folder = batch.pair_files(args.input, args.output, task.kind)
+    if task.kind == "compress":  # a bad model: one error before any file is coded or any worker starts
+        if runner is None and (args.jobs or 1) == 1:
+            task.load_model()  # cached: this process codes the files with it
+        else:
+            api.resolve_model_folder(task.model, task.rate)
+    return batch.run(pairs, task, folder=folder, jobs=args.jobs or 1, threads=torch.get_num_threads(),
+                     quiet=args.quiet, runner=runner)
 
 
 def _device(args: argparse.Namespace) -> str:
-    """``--device``, whose default is the CPU here and, with ``--ray``, a GPU on workers that have one."""
+    """``--device``: the CPU by default, and with ``--ray`` each worker's GPU where it has one (``auto``)."""
     return args.device or ("auto" if args.ray is not None else "cpu")
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from sodec import api
     from sodec.batch import Task
-    from sodec.imageio import IMAGE_SUFFIXES
 
-    task = Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile)
-    if args.ray is not None:
-        api.resolve_model_folder(args.model, args.rate)  # a bad model name: one error, before the cluster starts
-        return _run_ray(args, IMAGE_SUFFIXES, ".sodec", task)
-    args.input = Path(args.input)
-    pairs = _pairs(args.input, None if args.output is None else Path(args.output), IMAGE_SUFFIXES, ".sodec")
-    if args.jobs > 1 and len(pairs) > 1:
-        api.resolve_model_folder(args.model, args.rate)  # a bad model name: one error, before any worker starts
-    else:
-        api.load_model(args.model, args.rate, task.device)  # loaded once (cached), errors before any file
-    return _run_batch(args, pairs, task)
+    return _run_files(args, Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile))
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
     from sodec.batch import Task
 
-    task = Task("decompress", args.model, None, _device(args), args.force, args.decoder, args.tile)
-    if args.ray is not None:
-        return _run_ray(args, (".sodec",), ".png", task)
-    args.input = Path(args.input)
-    pairs = _pairs(args.input, None if args.output is None else Path(args.output), (".sodec",), ".png")
-    return _run_batch(args, pairs, task)
+    return _run_files(args, Task("decompress", args.model, None, _device(args), args.force, args.decoder, args.tile))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -209,7 +170,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         log_bpp=args.log_bpp,
         crops=args.crops,
         paper_points=args.paper_points,
-        device=args.device,
+        device=_device(args),
         force=args.force,
         quiet=args.quiet,
         ray=args.ray,
@@ -224,6 +185,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             if not info["available"]:
                 print(f"{name}: unavailable: {info['reason']}")
     print(f"wrote {args.out / 'report.md'} ({result['meta']['wall_s']:.1f} s)")
+    for reason in result["failed_images"]:  # the run went on without them, as a folder run does
+        print(f"sodec: error: {reason}", file=sys.stderr)
+    if result["failed_images"]:
+        n = len(result["images"]) + len(result["skipped_images"]) + len(result["failed_images"])
+        print(f"sodec: {len(result['failed_images'])} of {n} images failed", file=sys.stderr)
+        return EXIT_USAGE
     return 0
 
 
@@ -292,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="cpu", help="torch device for the networks (default cpu)")
 
     p = sub.add_parser("compress", help="image (or folder of images) -> .sodec")
-    p.add_argument("input", metavar="SRC", help="image file or folder (with --ray also a URI)")
+    p.add_argument("input", metavar="SRC", help="image file or folder, local or a URI (s3://, gs://, ...: needs the "
+                   "ray extra's pyarrow)")
     p.add_argument("-o", "--output", help="output file (folder if the input is a folder)")
     common(p, os.environ.get("SODEC_MODEL", "nano"))
     p.set_defaults(device=None)  # cpu; with --ray, each worker's GPU where it has one
@@ -302,12 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
+    p.add_argument("-j", "--jobs", type=int, default=None, help=_JOBS_HELP)
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=_RAY_HELP)
     p.set_defaults(func=cmd_compress)
 
     p = sub.add_parser("decompress", help=".sodec (or folder of them) -> PNG")
-    p.add_argument("input", metavar="SRC", help=".sodec file or folder (with --ray also a URI)")
+    p.add_argument("input", metavar="SRC", help=".sodec file or folder, local or a URI (s3://, gs://, ...: needs "
+                   "the ray extra's pyarrow)")
     p.add_argument("-o", "--output", help="output PNG (folder if the input is a folder)")
     common(p, None)
     p.set_defaults(device=None)  # cpu; with --ray, each worker's GPU where it has one
@@ -325,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-j", "--jobs", type=int, default=1, help=_JOBS_HELP)
+    p.add_argument("-j", "--jobs", type=int, default=None, help=_JOBS_HELP)
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=_RAY_HELP)
     p.set_defaults(func=cmd_decompress)
 
@@ -418,13 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-bpp", action="store_true", help="logarithmic bpp axis in rd.png")
     p.add_argument("--crops", type=int, default=4, help="images with side-by-side crops (default 4, 0: none)")
     p.add_argument("--paper-points", action="store_true", help="overlay the paper's Kodak SODEC points (Fig. 4)")
-    p.add_argument("--device", default="cpu", help="torch device for SODEC and the metric networks")
+    p.add_argument("--device", default=None, help="torch device for SODEC and the metric networks (default cpu; "
+                   "with --ray, each worker's GPU where it has one)")
     p.add_argument("-f", "--force", action="store_true", help="write into a non-empty RUN_DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary table")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="code and measure the images on a Ray cluster (needs the ray extra; RUN_DIR on a file system "
                    "the workers share): no ADDRESS starts a local one, 'auto' joins the running cluster")
-    p.add_argument("-j", "--jobs", type=int, default=None, help="with --ray: Ray workers (default: one per CPU)")
+    p.add_argument("-j", "--jobs", type=int, default=None, help="with --ray: Ray workers (default: one per CPU, or "
+                   "per GPU, of the cluster)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("weights", help="metric weights: fetch the FID Inception once, or show what is available")

@@ -71,6 +71,7 @@ class EvalState:
     suite: MetricSuite | None
     images: list[EvalImage] = field(default_factory=list)
     skipped_images: list[str] = field(default_factory=list)
+    failed_images: list[str] = field(default_factory=list)  # "path: why": the run went on without them
     records: list[dict] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     ref_features: dict = field(default_factory=dict)  # image name -> Tensor

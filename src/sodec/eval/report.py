@@ -203,7 +203,8 @@ def report_markdown(state: EvalState, result: dict, plotted: list[str]) -> str:
                  f"FID features, coding and metrics on the workers ({st['workers']:.1f} worker-seconds in all, "
                  "the coding and metric times above included)")
     L.append(f"- **Data**: `{cfg.data}` — {len(state.images)} image(s)"
-             + (f", {len(state.skipped_images)} skipped" if state.skipped_images else ""))
+             + (f", {len(state.skipped_images)} skipped" if state.skipped_images else "")
+             + (f", {len(state.failed_images)} failed" if state.failed_images else ""))
     L.append(f"- **Preprocessing**: {meta['preprocess_description']}")
     L.append("- **Rate**: bpp = 8 × file bytes / (W × H) of the reference, for every codec (real files under "
              "`files/`); the table's bpp is the mean over images.\n")
@@ -211,6 +212,8 @@ def report_markdown(state: EvalState, result: dict, plotted: list[str]) -> str:
     L.extend(f"| {im.name} | {im.width}×{im.height} |" for im in state.images)
     if state.skipped_images:
         L.append("\nSkipped: " + "; ".join(state.skipped_images))
+    if state.failed_images:
+        L.append("\nFailed (not in any table): " + "; ".join(state.failed_images))
 
     L.append("\n## Codecs\n")
     L.append("| codec | implementation | settings |\n|---|---|---|")

@@ -26,6 +26,7 @@ import sys
 import time
 
 from sodec import __version__
+from sodec.console import describe
 from sodec.errors import SodecError
 from sodec.eval.analysis import bd_table, finite, summaries
 from sodec.eval.coding import EvalImage, EvalState, ImageCoder, image_names, list_images, load_reference
@@ -105,6 +106,7 @@ def run(cfg: EvalConfig) -> dict:
         "images": [{"name": i.name, "source": str(i.source), "width": i.width, "height": i.height}
                    for i in state.images],
         "skipped_images": state.skipped_images,
+        "failed_images": state.failed_images,
         "sodec": state.sodec_info,
         "baselines": {**{c.name: c.library for c in codecs}, **{k: f"unavailable: {v}" for k, v in
                                                                coder.unavailable.items()}},
@@ -147,13 +149,18 @@ def _progress(cfg: EvalConfig, total: int):
 
 def _no_image_left(state: EvalState) -> None:
     if not state.images:
-        raise SodecError("no usable image after preprocessing: " + "; ".join(state.skipped_images))
+        raise SodecError("no usable image: " + "; ".join(state.failed_images + state.skipped_images))
 
 
 def _code_here(state: EvalState, coder: ImageCoder, paths: list, t_start: float) -> None:
-    """Load every image and its reference features, then code them one after the other, in this process."""
+    """Load every image and its reference features, then code them one after the other, in this process.
+    An image that fails is reported and the others go on."""
     for path, name in zip(paths, image_names(paths)):
-        image = coder.load(path, name)
+        try:
+            image = coder.load(path, name)
+        except Exception as e:  # noqa: BLE001 - one image's failure, whatever it is
+            state.failed_images.append(_failure(path, e))
+            continue
         if isinstance(image, str):
             state.skipped_images.append(image)
         else:
@@ -165,12 +172,23 @@ def _code_here(state: EvalState, coder: ImageCoder, paths: list, t_start: float)
             state.notes.extend(notes)
     progress = _progress(state.cfg, len(state.images))
     state.coding_s["setup"] = time.perf_counter() - t_start
-    for image in state.images:
-        state.add(coder.code(image))
+    for image in list(state.images):
+        try:
+            state.add(coder.code(image))
+        except Exception as e:  # noqa: BLE001 - one image's failure, whatever it is
+            state.failed_images.append(_failure(image.source, e))
+            state.images = [i for i in state.images if i is not image]
+            state.ref_features.pop(image.name, None)
         if progress:
             progress.update()
     if progress:
         progress.close()
+    _no_image_left(state)
+
+
+def _failure(path, error: Exception) -> str:
+    reason = describe(error)
+    return reason if str(path) in reason else f"{path}: {reason}"
 
 
 def _code_on_ray(state: EvalState, pre: Preprocess, paths: list, t_start: float) -> dict:
@@ -181,14 +199,17 @@ def _code_on_ray(state: EvalState, pre: Preprocess, paths: list, t_start: float)
     state.coding_s["setup"] = time.perf_counter() - t_start
     progress = _progress(cfg, len(paths))
     try:
-        results, info = distributed.eval_images(
+        results, failures, info = distributed.eval_images(
             cfg, list(zip(paths, image_names(paths))), on_result=progress.update if progress else None
         )
     finally:
         if progress:
             progress.close()
+    state.failed_images.extend(failures[k] for k in sorted(failures))
     used = []
     for r in results:
+        if r is None:
+            continue
         if r.skipped:
             state.skipped_images.append(r.skipped)
         else:

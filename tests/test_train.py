@@ -18,6 +18,7 @@ from sodec.train.config import ConfigError, LossSection, from_dict, load_config
 from sodec.train.data import RandomCrops, StreamSampler
 from sodec.train.loop import CsvLog, read_csv_log, train
 from sodec.train.losses import lmbda_at
+from sodec.train.stages import build_stage
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +102,22 @@ def test_stage_vae_validation_writes_samples(chain):
     run = chain["prior-vae"]
     assert (run / "samples" / "step-0000025" / "a-x_hat.png").is_file()
     assert "psnr" in (run / "val.csv").read_text().splitlines()[0]
+
+
+def test_a_wider_latent_starts_from_the_trained_prior(tmp_path, chain, one_photo):
+    """Stage 0a widens the trained VAE's latent; stage 0b warm-starts the UNet and projector from the old base."""
+    wide = {"overrides": {"diffusion": {"vae": {"latent_channels": 8}}}}
+    vae = train(from_dict(tiny("prior-vae", tmp_path / "vae8", one_photo, steps=1,
+                               model={**wide, "init": str(chain["prior-vae"])})), False)  # fmt: skip
+    old_base = chain["prior-unet"] / "final"
+    model = {**wide, "init": [str(old_base), str(vae)], "random_bases": True}
+    unet = build_stage(from_dict(tiny("prior-unet", tmp_path / "unet8", one_photo, model=model)))
+    assert unet.vae.config.latent_channels == 8 and unet.unet.config.in_channels == 8
+    old = load_file(str(old_base / "unet" / "diffusion_pytorch_model.safetensors"))
+    assert torch.equal(unet.unet.conv_in.weight[:, :4], old["conv_in.weight"].float())
+    assert not unet.unet.conv_in.weight[:, 4:].any()
+    projector = load_file(str(old_base / "projector.safetensors"))
+    assert all(torch.equal(v.float(), unet.projector.state_dict()[k]) for k, v in projector.items())
 
 
 def test_warmup_keeps_the_compression_module_frozen(chain):
@@ -304,5 +321,12 @@ def test_lowpass_term_sees_a_colour_cast_but_not_texture_within_its_blocks():
     cast = stage.distortion(x, x + 4 / 255)["lowpass"]  # +4 levels everywhere: MSE of the means is 16
     assert float(cast) == pytest.approx(16.0, rel=1e-3)
     with pytest.raises(ConfigError, match="lowpass_size must divide"):
-        from_dict({"stage": "rd", "out": "x", "steps": 1, "data": {"crop": 64}, "loss": {"lowpass_mse": 1.0,
-                                                                                       "lowpass_size": 24}})
+        from_dict(
+            {
+                "stage": "rd",
+                "out": "x",
+                "steps": 1,
+                "data": {"crop": 64},
+                "loss": {"lowpass_mse": 1.0, "lowpass_size": 24},
+            }
+        )

@@ -40,3 +40,21 @@ def test_widening_refuses_to_narrow_and_leaves_an_equal_width_alone():
         widen_vae_latent(state, 2)
     same = widen_vae_latent(state, 4)
     assert same.keys() == state.keys() and all(torch.equal(same[k], state[k]) for k in state)
+
+
+def test_a_widened_unet_predicts_the_old_channels_as_before_and_zero_for_the_new():
+    from diffusers import UNet2DConditionModel
+
+    from sodec.train.widen import widen_unet_latent
+
+    kwargs = dict(sample_size=8, block_out_channels=[8, 16], layers_per_block=1, norm_num_groups=4,
+                  down_block_types=["DownBlock2D", "CrossAttnDownBlock2D"], cross_attention_dim=16,
+                  up_block_types=["CrossAttnUpBlock2D", "UpBlock2D"], attention_head_dim=4)  # fmt: skip
+    torch.manual_seed(0)
+    narrow = UNet2DConditionModel(in_channels=4, out_channels=4, **kwargs).eval()
+    wide = UNet2DConditionModel(in_channels=12, out_channels=12, **kwargs).eval()
+    wide.load_state_dict(widen_unet_latent(narrow.state_dict(), 12))
+    z, tokens, t = torch.randn(1, 12, 8, 8), torch.randn(1, 5, 16), torch.tensor([500])
+    with torch.no_grad():
+        old, new = narrow(z[:, :4], t, tokens).sample, wide(z, t, tokens).sample
+    assert torch.allclose(new[:, :4], old, atol=1e-5) and torch.equal(new[:, 4:], torch.zeros_like(new[:, 4:]))

@@ -30,7 +30,7 @@ from sodec.models import SodecModel, preset_config
 from sodec.models.config import SodecConfig
 from sodec.train.config import TrainConfig
 from sodec.train.losses import bits_per_pixel, l1_255, mse255, psnr, rate_weight
-from sodec.train.widen import latent_channels_of, widen_vae_latent
+from sodec.train.widen import latent_channels_of, widen_unet_latent, widen_vae_latent
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 # What ``model.train_base`` trains besides the LoRA: the whole UNet and the VAE's decoder side (Dm).
@@ -190,7 +190,9 @@ class PriorUNetStage(Stage):
 
     The condition is what SODEC will give it: tokens of the frozen guidance backbone F, here of the clean
     image, through a projector (dropped with ``uncond_prob``).  The projector warm-starts SODEC's Fp.
-    ``model.init`` is the prior-vae run (its ``final/vae``).
+    ``model.init`` is the prior-vae run (its ``final/vae``), or a list of folders: the VAE comes from the last
+    one that holds ``vae/``; an earlier base folder with ``unet/`` (and ``projector.safetensors``) warm-starts the
+    UNet (its latent widened to the VAE's if narrower, :mod:`sodec.train.widen`) and the projector.
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -204,13 +206,17 @@ class PriorUNetStage(Stage):
             raise ModelError("stage prior-unet needs model.init: the prior-vae run (its final/vae)")
         self.model_config = _model_config(config)
         d = self.model_config.diffusion
-        vae_folder = _final_folder(config.model.init) / "vae"
-        if not vae_folder.is_dir():
-            raise ModelError(f"no trained VAE at {vae_folder} (run the prior-vae stage first)")
-        self.vae = AutoencoderKL.from_pretrained(vae_folder).requires_grad_(False).eval()
+        inits = [config.model.init] if isinstance(config.model.init, str) else config.model.init
+        folders = [_final_folder(path) for path in inits]
+        vae_folders = [f / "vae" for f in folders if (f / "vae").is_dir()]
+        if not vae_folders:
+            raise ModelError(f"no trained VAE in {', '.join(map(str, folders))} (run the prior-vae stage first)")
+        self.vae = AutoencoderKL.from_pretrained(vae_folders[-1]).requires_grad_(False).eval()
         self.scaling_factor = float(self.vae.config.scaling_factor)
-        self.unet = UNet2DConditionModel(**{**d.unet_build_config(), "in_channels": self.vae.config.latent_channels,
-                                            "out_channels": self.vae.config.latent_channels})  # fmt: skip
+        latent = self.vae.config.latent_channels
+        self.unet = UNet2DConditionModel(**{**d.unet_build_config(), "in_channels": latent, "out_channels": latent})
+        if unets := [f / "unet" / "diffusion_pytorch_model.safetensors" for f in folders if (f / "unet").is_dir()]:
+            _copy_matching(self.unet, widen_unet_latent(load_file(str(unets[-1])), latent))
         self.guidance_weights = None if config.model.random_bases else d.guidance_weights
         if not config.model.random_bases and self.guidance_weights is None:
             raise ModelError("stage prior-unet needs the guidance backbone's weights (model.guidance_weights)")
@@ -219,6 +225,8 @@ class PriorUNetStage(Stage):
             **d.guidance_kwargs,
         )  # fmt: skip
         self.projector = GuidanceProjector(self.guidance.token_dim, d.cross_attention_dim, d.guidance_tokens)
+        if projectors := [f / PROJECTOR_WEIGHTS for f in folders if (f / PROJECTOR_WEIGHTS).is_file()]:
+            _copy_matching(self.projector, load_file(str(projectors[-1])))
         self.register_buffer("alphas_cumprod", alphas_cumprod(d.num_train_timesteps, d.beta_start, d.beta_end).float())
         if config.model.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()

@@ -1,4 +1,4 @@
-"""Start a wider-latent KL autoencoder from a trained narrower one, computing the same function at first.
+"""Start a wider-latent KL autoencoder (and its UNet) from trained narrower ones, computing the same function.
 
 Nano's autoencoder (Dm's ceiling, issue 22) gains from more latent channels, but training one from scratch
 throws away hours of CPU.  :func:`widen_vae_latent` maps a diffusers ``AutoencoderKL`` state dict with C latent
@@ -6,6 +6,9 @@ channels onto one with C' > C: the encoder's last convolution keeps its C mean a
 new places (diffusers splits the 2C' moments as C' means, then C' log-variances), and the decoder's first
 convolution keeps its C input columns, with zeros for the new ones.  So the widened model decodes exactly as the
 old one at the start, and training lets the new channels carry what the old ones could not (Net2Net-style).
+:func:`widen_unet_latent` does the same for the denoiser that works on those latents: the new input channels are
+read with zero weights, and the new output channels are predicted as zero, so the old channels' predictions are
+unchanged and stage 0b learns the new ones.
 """
 
 from __future__ import annotations
@@ -68,3 +71,18 @@ def widen_vae_latent(state: dict[str, Tensor], channels: int, seed: int = 0) -> 
     d = state[f"{DECODER_IN}.weight"]
     out[f"{DECODER_IN}.weight"] = torch.cat([d, torch.zeros((d.shape[0], new, *d.shape[2:]))], dim=1)
     return out
+
+
+def widen_unet_latent(state: dict[str, Tensor], channels: int) -> dict[str, Tensor]:
+    """A diffusers ``UNet2DConditionModel`` state dict whose latent (``conv_in`` input, ``conv_out`` output) is
+    widened to ``channels`` with zero weights and biases; every other tensor unchanged, all as float32."""
+    state = {k: v.float() for k, v in state.items()}
+    old = int(state["conv_in.weight"].shape[1])
+    if channels < old:
+        raise ValueError(f"cannot narrow a UNet latent ({old} → {channels} channels)")
+    new = channels - old
+    w_in, w_out = state["conv_in.weight"], state["conv_out.weight"]
+    state["conv_in.weight"] = torch.cat([w_in, torch.zeros((w_in.shape[0], new, *w_in.shape[2:]))], dim=1)
+    state["conv_out.weight"] = torch.cat([w_out, torch.zeros((new, *w_out.shape[1:]))])
+    state["conv_out.bias"] = torch.cat([state["conv_out.bias"], torch.zeros(new)])
+    return state

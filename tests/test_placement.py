@@ -52,7 +52,7 @@ def test_build_on_places_a_training_stage_and_its_discriminators(stage, tmp_path
     assert misplaced(built, "meta") == []
     if stage == "adversarial":
         for kind in ("patch", "projected"):  # projected: a fixed random mixing drawn from a CPU generator
-            disc = build_on("meta", lambda: build_discriminator(kind, built.cond_channels, random_weights=True))
+            disc = build_on("meta", lambda k=kind: build_discriminator(k, built.cond_channels, random_weights=True))
             assert misplaced(disc, "meta") == [] and any(p.requires_grad for p in disc.parameters())
 
 

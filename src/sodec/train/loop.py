@@ -132,6 +132,7 @@ def train(
     time_limit: float | None = None,
     save: bool = True,
     init_on_device: bool | None = None,
+    cast_bases: bool | None = None,
 ) -> Path:
     """Run (or resume) one stage; returns the run folder.  ``final/`` is written when ``config.steps`` is reached.
 
@@ -141,7 +142,8 @@ def train(
     The stage and the discriminator are built through :func:`sodec.models.placement.build_on` on the
     accelerator's device, checked to be entirely there; ``init_on_device`` (default: with ``model.random_bases``,
     whose random initialisation of a paper-scale base is far faster on a GPU) runs their constructors with that
-    device as torch's default, otherwise they are built on the CPU and moved.
+    device as torch's default, otherwise they are built on the CPU and moved.  ``cast_bases`` casts the frozen
+    bases to an fp16/bf16 ``precision`` (default: on CUDA only; the GPU check's dry run sets it on the CPU).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -158,7 +160,9 @@ def train(
         init_on_device = config.model.random_bases
     stage = build_on(acc.device, lambda: build_stage(config), init_on_device)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
-    if half is not None and acc.device.type == "cuda":  # frozen bases in the training precision (GPU only)
+    if cast_bases is None:
+        cast_bases = acc.device.type == "cuda"
+    if half is not None and cast_bases:  # frozen bases in the training precision (by default on a GPU only)
         cast_frozen_bases(stage, half)
     o = config.optim
     optimizers = {"opt": torch.optim.AdamW(_param_groups(stage, o.prior_lr_scale), lr=o.lr, betas=o.betas,

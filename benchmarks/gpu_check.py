@@ -64,7 +64,7 @@ GPU = dict(device="cuda", preset="paper", size=512, dtypes=["float16", "bfloat16
 # The dry run takes the GPU's code paths on the CPU: half precision (float16 and bfloat16 decode; bf16 autocast and
 # fp16/bf16 frozen bases in training), streamed photos with a worker process, every stage, and the nano phase
 # from a packed photo file and the committed checkpoint, at tiny crops.
-DRY = dict(device="cpu", preset="tiny", size=64, dtypes=["float32", "float16", "bfloat16"], runs=2, warmup=1, ddim=3,
+DRY = dict(device="cpu", preset="tiny", size=64, dtypes=["float32", "float16", "bfloat16"], runs=1, warmup=0, ddim=2,
            crop=64, batch=2, steps=2, photos=6, photo_side=96, workers=1, boxes={"decode": 240, "train": 600},
            lpips="alex", chunk=3, min_chunk=1, startup=20, max_chunks=2, budget=1200,
            nano_set=["data.crop=64", "data.batch_size=1", "data.workers=0", "val.every=0"])  # fmt: skip
@@ -415,7 +415,7 @@ def nano_plan(args, s: dict) -> tuple[Path, list[str], list[str]] | str:
     config_path = REPO / args.nano_config
     overrides = [*s.get("nano_set", []), *args.nano_set]
     notes = []
-    if args.nano_data:
+    if args.nano_data and args.nano_data != "none":
         root = unpack_nano_data(Path(args.nano_data).resolve(), args.out / "nano-data")
         overrides += [f"data.train={root / 'train'}", f"data.val={root / 'dev' if (root / 'dev').is_dir() else 'null'}"]
         notes.append(f"photos: `{args.nano_data}` unpacked into `{root}`")
@@ -541,7 +541,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nano-config", default=DEFAULT_NANO_CONFIG, help="the nano phase's config")
     ap.add_argument("--nano-resume", help=f"a committed run folder whose checkpoints the nano run starts from "
                     f"(default with the default config: {DEFAULT_NANO_RESUME}; 'none': from scratch)")  # fmt: skip
-    ap.add_argument("--nano-data", help="a --pack-nano-data tar: the nano phase's photos (else the config's)")
+    ap.add_argument("--nano-data", help="a --pack-nano-data tar: the nano phase's photos (default, or 'none': the "
+                    "config's; the dry run packs generated photos)")  # fmt: skip
     ap.add_argument("--pack-nano-data", type=Path, metavar="FILE", help="pack NANO_SOURCE's train/ and dev/ photos "
                     "(≤ 1024 px, JPEG) into FILE for --nano-data, then exit")  # fmt: skip
     ap.add_argument("--nano-source", type=Path, default=REPO / "data" / "nano", help="what --pack-nano-data packs")

@@ -1,27 +1,35 @@
 """One-command GPU check: what a machine with one GPU tells us about the paper-scale codec, in at most 9 minutes.
 
-    python benchmarks/gpu_check.py --out gpu-check                 # one GPU, ≤ 9 minutes (--budget 540)
-    python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check  # the same code at tiny widths on CPU, ≈ 1-2 min
+    python benchmarks/gpu_check.py --pack-nano-data runs/nano-data.tar   # once, where data/nano exists (≈ 40 MiB)
+    python benchmarks/gpu_check.py --out gpu-check --nano-data runs/nano-data.tar   # one GPU, ≤ 9 min (--budget 540)
+    python benchmarks/gpu_check.py --dry-run --out /tmp/gpu-check  # the same code paths at tiny widths on a CPU
 
 Phases, each in a child process with its own time box; each writes ``OUT/<phase>.json`` and ``OUT/<phase>.md`` as
 soon as a measurement is done, and the parent rewrites ``OUT/gpu-check.json`` / ``OUT/gpu-check.md`` after every
-phase, so a later failure or time-out never loses earlier results:
+phase, so a later failure or time-out never loses earlier results.  Each phase ends ``ok``, ``failed: reason``
+or ``skipped: reason`` in that table; the exit code is 1 if any phase failed.
 
 ``decode``  the paper graph (HiFiC widths, SD 2.1-base UNet + VAE, ViT-H/14) at 512², random weights (speed does
-            not depend on their values), in fp16 and bf16: decode time per stage with CUDA synchronisation and
-            warm-up (``sodec bench``'s code), against the paper's 228 ms on an RTX A6000, and the one-step vs
+            not depend on their values), built on the GPU through ``sodec.models.placement.build_on`` (every tensor
+            checked to be there), in fp16 and bf16: compress, then decode time per stage with CUDA synchronisation
+            and warm-up (``sodec bench``'s code), against the paper's 228 ms on an RTX A6000, and the one-step vs
             50-step DDIM ratio; peak GPU memory.
 ``train``   20 optimizer steps of each paper stage (1 rd, 2 warmup, 3 anneal, 4 adversarial) at 256² x 8 through the
-            real loop (``sodec.train.loop.train``: accelerate, the config's precision, frozen bases cast to it),
-            random weights, with and without ``model.gradient_checkpointing``: step time and peak GPU memory.
-            Photos: a synthetic folder decoded in memory (the timing is the model's, not the data loader's);
+            real loop (``sodec.train.loop.train``: accelerate, the config's precision, frozen bases cast to it,
+            photos streamed by DataLoader workers), random weights, with and without
+            ``model.gradient_checkpointing``: step time and peak GPU memory.  Photos: a synthetic folder;
             LPIPS-VGG: the converted weights if ``$SODEC_WEIGHTS`` has them, else random ones (same cost).
-``nano``    ``sodec train NANO_CONFIG --out RUN --time-limit CHUNK`` repeatedly for the time that remains; every
-            chunk ends with a checkpoint in RUN (default OUT/nano/<config name>), so the run goes on afterwards,
-            anywhere: ``sodec train NANO_CONFIG --out RUN`` (on a CPU too).
+``nano``    ``sodec train NANO_CONFIG --out RUN --time-limit CHUNK`` repeatedly for the time that remains; by
+            default v3's stage 1 (``configs/nano/stage1-rd-gdn.yaml``) resumed from its committed checkpoint
+            (``artifacts/nano/v2/stage1-gdn``), on the photos of ``--nano-data`` (data/nano is git-ignored and
+            415 MB: ``--pack-nano-data`` packs its train/dev photos small enough to carry).  Every chunk ends
+            with a checkpoint in RUN (default OUT/nano/<config name>), so the run goes on afterwards, anywhere.
+            Without photos the phase is skipped, and says why.
 
-``--dry-run`` runs all of it on the CPU at tiny widths (the ``tiny`` preset, 64² crops, 3 steps, float32, a
-generated tiny nano-style config), to check the script without a GPU (tests/test_gpu_check.py).
+``--dry-run`` runs the same code paths on the CPU at tiny widths (the ``tiny`` preset, 64² crops, 2 steps): float16
+and bfloat16 decoding (every base in half weights), every paper stage in its config's precision (bf16 autocast,
+frozen bases cast to bf16), streaming with a worker process, and the nano phase from a generated packed photo
+file and the committed checkpoint (tests/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -47,12 +55,19 @@ PAPER_STAGES = {  # stage → config (stage 3: rate point 0; the others differ o
 }
 NETWORK_STAGES = ("fidelity decoder Da", "Hs + Ts", "backbone F + Fp", "UNet (one step)", "VAE decoder Dm")
 
+DEFAULT_NANO_CONFIG = "configs/nano/stage1-rd-gdn.yaml"  # v3's stage 1 (docs/decisions.md, "nano stage 1 transforms")
+DEFAULT_NANO_RESUME = "artifacts/nano/v2/stage1-gdn"  # its committed checkpoint (artifacts/nano/README.md)
+
 GPU = dict(device="cuda", preset="paper", size=512, dtypes=["float16", "bfloat16"], runs=5, warmup=2, ddim=50,
-           crop=256, batch=8, steps=20, photos=24, photo_side=320, boxes={"decode": 150, "train": 240}, lpips="vgg",
-           chunk=150, min_chunk=30, startup=30, max_chunks=100, budget=540)  # fmt: skip
-DRY = dict(device="cpu", preset="tiny", size=64, dtypes=["float32"], runs=2, warmup=1, ddim=3,
-           crop=64, batch=2, steps=2, photos=6, photo_side=96, boxes={"decode": 180, "train": 300}, lpips="alex",
-           chunk=3, min_chunk=1, startup=15, max_chunks=2, budget=600)  # fmt: skip
+           crop=256, batch=8, steps=20, photos=24, photo_side=320, workers=4, boxes={"decode": 150, "train": 240},
+           lpips="vgg", chunk=150, min_chunk=30, startup=30, max_chunks=100, budget=540)  # fmt: skip
+# The dry run takes the GPU's code paths on the CPU: half precision (float16 and bfloat16 decode; bf16 autocast and
+# bf16 frozen bases in training), streamed photos with a worker process, every stage, and the nano phase
+# from a packed photo file and the committed checkpoint, at tiny crops.
+DRY = dict(device="cpu", preset="tiny", size=64, dtypes=["float32", "float16", "bfloat16"], runs=1, warmup=0, ddim=2,
+           crop=64, batch=2, steps=2, photos=6, photo_side=96, workers=1, boxes={"decode": 240, "train": 600},
+           lpips="alex", chunk=3, min_chunk=1, startup=20, max_chunks=2, budget=1200,
+           nano_set=["data.crop=64", "data.batch_size=1", "data.workers=0", "val.every=0"])  # fmt: skip
 
 
 def run_group(cmd: list[str], timeout: float, log: Path) -> int | None:
@@ -89,6 +104,7 @@ class PhaseLog:
         self.out, self.name, self.header = out, name, header
         self.records: list[dict] = []
         self.lines: list[str] = []
+        self.status: str | None = None  # "failed: reason" / "skipped: reason", read by the parent
         self.flush()
 
     def add(self, record: dict, lines: list[str] = ()) -> None:
@@ -96,8 +112,22 @@ class PhaseLog:
         self.lines += list(lines)
         self.flush()
 
+    def fail(self, reason: str) -> int:
+        """Mark the phase failed (the first reason is kept); returns the child's exit code, 1."""
+        if not (self.status or "").startswith("failed"):
+            self.status = f"failed: {reason}"
+        self.lines += ["", f"**{self.status}**"]
+        self.flush()
+        return 1
+
+    def skip(self, reason: str) -> int:
+        self.status = f"skipped: {reason}"
+        self.lines += [f"**{self.status}**"]
+        self.flush()
+        return 0
+
     def flush(self) -> None:
-        results = {"phase": self.name, "records": self.records}
+        results = {"phase": self.name, "status": self.status, "records": self.records}
         write_atomic(self.out / f"{self.name}.json", json.dumps(results, indent=1))
         write_atomic(self.out / f"{self.name}.md", "\n".join([*self.header, *self.lines]) + "\n")
 
@@ -155,7 +185,36 @@ def parse_table(lines: list[str]) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------------------------------------ phases
-def phase_decode(args, s: dict) -> None:
+def error_text(e: BaseException) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+
+
+def build_decode_model(s: dict):
+    """The preset's graph with random weights, built through ``build_on``: the whole model on the device, checked
+    (compressai's entropy models ignore a ``torch.device`` context).  Returns the model and where it was built."""
+    import torch
+
+    from sodec.models import SodecModel, preset_config
+    from sodec.models.placement import build_on
+
+    def factory() -> SodecModel:
+        torch.manual_seed(0)
+        net = SodecModel(preset_config(s["preset"]), random_bases=True).eval()
+        net.compression.cpu()  # the coder's tables derived on the CPU, as an exported model's are
+        net.update()
+        net.merge_lora()
+        return net
+
+    try:  # random init of 1.6 B parameters is far faster on the GPU
+        return build_on(s["device"], factory), "device"
+    except Exception as e:
+        if "out of memory" in str(e).lower():
+            raise
+        print(f"building on {s['device']} failed ({error_text(e)}); building on the CPU, then moving", flush=True)
+        return build_on(s["device"], factory, init_on_device=False), "cpu"
+
+
+def phase_decode(args, s: dict) -> int:
     import torch
 
     from sodec import bench
@@ -163,26 +222,23 @@ def phase_decode(args, s: dict) -> None:
     size = s["size"]
     log = PhaseLog(args.out, "decode", [f"## Decode: preset {s['preset']} at {size}x{size}, random weights", ""])
     t = time.time()
-    try:  # `sodec bench --preset` builds on the CPU; random init of 1.6 B parameters is far faster on the GPU
-        from sodec.models import SodecModel, preset_config
-
-        torch.manual_seed(0)
-        with torch.device(s["device"]):
-            net = SodecModel(preset_config(s["preset"]), random_bases=True).eval()
-        net.update()
-        net.merge_lora()
-        built_on = "device"
+    try:
+        net, built_on = build_decode_model(s)
     except Exception as e:
-        print(f"building on {s['device']} failed ({type(e).__name__}: {e}); building on the CPU", flush=True)
-        net, built_on = bench.build_model("nano", None, s["preset"], s["device"], s["dtypes"][0]), "cpu"
+        return log.fail(f"building the model: {error_text(e)}")
     built = time.time() - t
     for dtype in s["dtypes"]:
-        net.set_synthesis_dtype(getattr(torch, dtype))
-        if s["device"] == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
         t = time.time()
-        lines = bench.time_decode(net, size, size, s["runs"], s["warmup"], s["ddim"])
+        try:  # the compress call (inside time_decode) too: a device mix-up fails here, recorded
+            net.set_synthesis_dtype(getattr(torch, dtype))
+            if s["device"] == "cuda":
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            lines = bench.time_decode(net, size, size, s["runs"], s["warmup"], s["ddim"])
+        except Exception as e:
+            log.add({"dtype": dtype, "error": error_text(e)}, [f"### {dtype}", "", f"failed: {error_text(e)}", ""])
+            log.fail(f"{dtype}: {error_text(e)}")
+            continue
         medians = parse_table(lines)
         ratio = next((line for line in lines if line.startswith("one-step vs")), "")
         total = medians.get("total decode (one step)")
@@ -198,9 +254,18 @@ def phase_decode(args, s: dict) -> None:
         if record["peak_gib"] is not None:
             summary += f"; peak GPU memory {record['peak_gib']:.2f} GiB"
         log.add(record, [f"### {dtype}", "", *lines, "", summary, ""])
+    return 1 if log.status else 0
 
 
-def phase_train(args, s: dict) -> None:
+def train_runs(args, s: dict) -> list[tuple[str, str | None, bool]]:
+    """(stage, precision override, gradient checkpointing) of the train phase: each stage in its config's precision
+    (bf16 autocast works on a CPU too) with and without checkpointing.  No fp16 run in the dry run: accelerate's
+    fp16 autocast is a no-op on a CPU (a Linear under it returns float32), so fp16-cast bases would meet float32
+    activations there and nowhere on a GPU; the decode phase runs every base in float16 instead."""
+    return [(st, None, ckpt) for st in args.stages.split(",") if st for ckpt in (False, True)]
+
+
+def phase_train(args, s: dict) -> int:
     import torch
     from accelerate.state import AcceleratorState
 
@@ -212,111 +277,197 @@ def phase_train(args, s: dict) -> None:
     header = [
         f"## Training steps: {s['steps']} steps per paper stage at {s['crop']}² x {s['batch']}, random weights",
         "",
-        f"preset {s['preset']}; LPIPS-{s['lpips']} backbone: {lpips_note}; step time = mean over the steps after the "
-        f"first {min(5, s['steps'] - 1)} (warm-up); peak = torch.cuda.max_memory_allocated / reserved",
+        f"preset {s['preset']}; LPIPS-{s['lpips']} backbone: {lpips_note}; photos streamed by {s['workers']} "
+        f"DataLoader worker(s); frozen bases cast to the training precision; step time = mean over the steps after "
+        f"the first {min(5, s['steps'] - 1)} (warm-up); peak = torch.cuda.max_memory_allocated / reserved",
         "",
         "| stage | precision | gradient checkpointing | step s | peak allocated GiB | peak reserved GiB | build s |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
     log = PhaseLog(args.out, "train", header)
-    stages = [st for st in args.stages.split(",") if st]
-    for stage in stages:
-        for checkpointing in (False, True):
-            overrides = [
-                f"model.preset={s['preset']}", "model.random_bases=true", "model.init=null",
-                f"model.gradient_checkpointing={str(checkpointing).lower()}",
-                f"data.train={photos}", "data.val=null", "data.streaming=false", "data.workers=0",
-                f"data.crop={s['crop']}", f"data.batch_size={s['batch']}",
-                f"steps={s['steps']}", "log_every=1", "checkpoint_every=1000000000", "val.every=0",
-            ]  # fmt: skip
-            if args.dry_run:  # float32 on the CPU; LPIPS-Alex for VGG16's cost
-                overrides += ['precision="no"', f"loss.lpips_net={s['lpips']}"]  # quoted: a bare no is false
+    for stage, precision, checkpointing in train_runs(args, s):
+        overrides = [
+            f"model.preset={s['preset']}", "model.random_bases=true", "model.init=null",
+            f"model.gradient_checkpointing={str(checkpointing).lower()}",
+            f"data.train={photos}", "data.val=null", "data.streaming=true", f"data.workers={s['workers']}",
+            f"data.crop={s['crop']}", f"data.batch_size={s['batch']}",
+            f"steps={s['steps']}", "log_every=1", "checkpoint_every=1000000000", "val.every=0",
+        ]  # fmt: skip
+        if precision is not None:
+            overrides.append(f"precision={precision}")
+        if args.dry_run:  # LPIPS-Alex for VGG16's cost
+            overrides.append(f"loss.lpips_net={s['lpips']}")
+        try:
             config = load_config(REPO / PAPER_STAGES[stage], overrides)
-            config.out = str(args.out / "train" / f"{stage}-{'ckpt' if checkpointing else 'plain'}")
-            record = {"stage": stage, "precision": config.precision, "gradient_checkpointing": checkpointing}
-            for on_device in (True, False):  # build on the GPU (fast random init); on failure, on the CPU
-                gc.collect()
-                if s["device"] == "cuda":
-                    torch.cuda.empty_cache()
-                    torch.cuda.reset_peak_memory_stats()
-                AcceleratorState._reset_state(True)  # stages differ in precision
-                t = time.time()
-                try:
-                    if on_device:
-                        with torch.device(s["device"]):
-                            train(config, progress=False, save=False)
-                    else:
-                        train(config, progress=False, save=False)
-                except Exception as e:  # OOM, a bug: recorded, the next run goes on
-                    record["error"] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-                    record["built_on"] = "device" if on_device else "cpu"
-                    if "out of memory" in str(e).lower():
-                        break
-                    continue
-                record.pop("error", None)
-                record["built_on"] = "device" if on_device else "cpu"
-                record["wall_s"] = round(time.time() - t, 1)
-                break
-            run = Path(config.out)
-            if "error" not in record:
-                import csv
-
-                with (run / "log.csv").open() as f:
-                    seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
-                k = min(5, len(seconds) - 1)
-                record["step_s"] = (seconds[-1] - seconds[k - 1]) / (len(seconds) - k) if k > 0 else seconds[-1]
-                record["build_s"] = round(record["wall_s"] - seconds[-1], 1)
+        except Exception as e:  # an unknown stage, a config error: recorded, the next run goes on
+            log.add({"stage": stage, "error": error_text(e)}, [f"| {stage} | – | – | – | – | – | – | {error_text(e)}"])
+            log.fail(f"{stage}: {error_text(e)}")
+            continue
+        label = "ckpt" if checkpointing else "plain"
+        config.out = str(args.out / "train" / f"{stage}-{config.precision}-{label}")
+        record = {"stage": stage, "precision": config.precision, "gradient_checkpointing": checkpointing}
+        # frozen bases in the training precision, as on a GPU (the loop does it on CUDA only by default)
+        cast = True if config.precision in ("fp16", "bf16") else None
+        for init_on_device in (None, False):  # default (random init on the device); on failure, on the CPU
+            gc.collect()
             if s["device"] == "cuda":
-                record["peak_alloc_gib"] = torch.cuda.max_memory_allocated() / 2**30
-                record["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            AcceleratorState._reset_state(True)  # stages differ in precision
+            t = time.time()
+            try:
+                train(config, progress=False, save=False, init_on_device=init_on_device, cast_bases=cast)
+            except Exception as e:  # OOM, a bug: recorded, the next run goes on
+                record["error"] = error_text(e)
+                record["built_on"] = "device" if init_on_device is None else "cpu"
+                if "out of memory" in str(e).lower():
+                    break
+                continue
+            record.pop("error", None)
+            record["built_on"] = "device" if init_on_device is None else "cpu"
+            record["wall_s"] = round(time.time() - t, 1)
+            break
+        run = Path(config.out)
+        if "error" not in record:
+            import csv
 
-            cells = [
-                format(record[key], fmt) if record.get(key) is not None else "–"
-                for key, fmt in (("step_s", ".3f"), ("peak_alloc_gib", ".2f"), ("peak_reserved_gib", ".2f"),
-                                 ("build_s", ".1f"))
-            ]  # fmt: skip
-            row = f"| {stage} | {record['precision']} | {'yes' if checkpointing else 'no'} | {' | '.join(cells)} |"
-            if "error" in record:
-                row += f" {record['error']}"
-            log.add(record, [row])
+            with (run / "log.csv").open() as f:
+                seconds = [float(r["seconds"]) for r in csv.DictReader(f)]
+            k = min(5, len(seconds) - 1)
+            record["step_s"] = (seconds[-1] - seconds[k - 1]) / (len(seconds) - k) if k > 0 else seconds[-1]
+            record["build_s"] = round(record["wall_s"] - seconds[-1], 1)
+        if s["device"] == "cuda":
+            record["peak_alloc_gib"] = torch.cuda.max_memory_allocated() / 2**30
+            record["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        cells = [
+            format(record[key], fmt) if record.get(key) is not None else "–"
+            for key, fmt in (("step_s", ".3f"), ("peak_alloc_gib", ".2f"), ("peak_reserved_gib", ".2f"),
+                             ("build_s", ".1f"))
+        ]  # fmt: skip
+        row = f"| {stage} | {record['precision']} | {'yes' if checkpointing else 'no'} | {' | '.join(cells)} |"
+        if "error" in record:
+            row += f" failed: {record['error']}"
+            log.fail(f"{stage} ({record['precision']}, checkpointing {'on' if checkpointing else 'off'}): "
+                     f"{record['error']}")  # fmt: skip
+        log.add(record, [row])
+    return 1 if log.status else 0
 
 
-def dry_nano_config(out: Path, photos: Path) -> Path:
-    """A tiny stand-in for a nano config (dry run): stage rd of the tiny preset on the synthetic photos."""
-    import yaml
+# ------------------------------------------------------------------------------------------------ nano photos
+def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90) -> tuple[int, int]:
+    """Pack ``source``'s ``train/`` and ``dev/`` photos into the tar ``dest``: each EXIF-oriented, downscaled
+    (LANCZOS) so its longer side ≤ ``side`` (the nano configs' ``data.max_side``), as a JPEG of ``quality``.
+    Deterministic: sorted names, fixed metadata, so the same photos give the same bytes.  Returns (photos, bytes)."""
+    import io
+    import tarfile
 
-    config = {
-        "stage": "rd", "out": str(out / "nano" / "dry-nano"), "steps": 100000, "checkpoint_every": 5,
-        "log_every": 5, "model": {"preset": "tiny"}, "loss": {"lmbda": 0.5},
-        "data": {"train": str(photos), "val": None, "crop": 64, "batch_size": 2},
-        "val": {"every": 0}, "notes": "gpu_check --dry-run stand-in for a nano config",
-    }  # fmt: skip
-    path = out / "dry-nano.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
+    from PIL import Image, ImageOps
+
+    from sodec.train.data import list_photos
+
+    count = 0
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tmp, "w", format=tarfile.GNU_FORMAT) as tar:
+        for split in ("train", "dev"):
+            folder = source / split
+            if not folder.is_dir():
+                raise SystemExit(f"gpu_check: no {folder} (build the set with `sodec data {source}`)")
+            names = set()
+            for path in sorted(list_photos(folder)):
+                name = f"{split}/{path.relative_to(folder).with_suffix('.jpg').as_posix()}"
+                if name in names:
+                    raise SystemExit(f"gpu_check: two photos pack to {name}")
+                names.add(name)
+                with Image.open(path) as im:
+                    im = ImageOps.exif_transpose(im).convert("RGB")
+                    if max(im.size) > side:
+                        k = side / max(im.size)
+                        im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.LANCZOS)
+                    buf = io.BytesIO()
+                    im.save(buf, "JPEG", quality=quality)
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = buf.tell(), 0, 0o644
+                buf.seek(0)
+                tar.addfile(info, buf)
+                count += 1
+    tmp.replace(dest)
+    return count, dest.stat().st_size
 
 
-def phase_nano(args, s: dict) -> None:
+def unpack_nano_data(pack: Path, dest: Path) -> Path:
+    """Unpack a ``--pack-nano-data`` tar into ``dest`` (``train/``, ``dev/``); returns ``dest``."""
+    import shutil
+    import tarfile
+
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    with tarfile.open(pack) as tar:
+        tar.extractall(dest, filter="data")  # no absolute paths, links or devices
+    return dest
+
+
+def nano_plan(args, s: dict) -> tuple[Path, list[str], list[str]] | str:
+    """The nano phase's config, overrides and notes, or the reason to skip it."""
+    from sodec.train.config import load_config
+
+    config_path = REPO / args.nano_config
+    overrides = [*s.get("nano_set", []), *args.nano_set]
+    notes = []
+    if args.nano_data and args.nano_data != "none":
+        root = unpack_nano_data(Path(args.nano_data).resolve(), args.out / "nano-data")
+        overrides += [f"data.train={root / 'train'}", f"data.val={root / 'dev' if (root / 'dev').is_dir() else 'null'}"]
+        notes.append(f"photos: `{args.nano_data}` unpacked into `{root}`")
+    config = load_config(config_path, overrides)
+    if not Path(config.data.train).is_dir():
+        return (f"no training photos at {config.data.train} (git-ignored): pass --nano-data FILE, packed where "
+                "data/nano exists with --pack-nano-data FILE")  # fmt: skip
+    if config.data.val and not Path(config.data.val).is_dir():
+        overrides.append("data.val=null")
+        notes.append(f"no validation photos at {config.data.val}: validation off")
+    init = config.model.init
+    inits = init if isinstance(init, list) else [init] if init else []
+    if missing := [p for p in inits if not Path(p).exists()]:
+        return f"model.init {missing[0]} does not exist on this machine (a git-ignored run folder)"
+    return config_path, overrides, notes
+
+
+def phase_nano(args, s: dict) -> int:
+    import shutil
+
     from sodec.train.checkpoint import list_checkpoints
 
-    if args.dry_run:
-        config = dry_nano_config(args.out, synthetic_photos(args.out / "photos", s["photos"], s["photo_side"]))
-    else:
-        config = Path(args.nano_config)
-    run = Path(args.nano_run) if args.nano_run else args.out / "nano" / config.stem
-    resume = " ".join(["sodec train", str(config), "--out", str(run), *[f"--set {v}" for v in args.nano_set]])
-    header = [f"## nano recipe: `{config}` in `--time-limit` chunks", "",
-              f"run folder `{run}`; continue it anywhere (a CPU too) with `{resume}`", "",
-              "| chunk | time limit s | wall s | exit | newest checkpoint |", "|---:|---:|---:|---:|---|"]  # fmt: skip
-    log = PhaseLog(args.out, "nano", header)
+    run = Path(args.nano_run) if args.nano_run else args.out / "nano" / Path(args.nano_config).stem
+    log = PhaseLog(args.out, "nano", [f"## nano recipe: `{args.nano_config}` in `--time-limit` chunks", ""])
+    plan = nano_plan(args, s)
+    if isinstance(plan, str):
+        return log.skip(plan)
+    config, overrides, notes = plan
+    resume = args.nano_resume
+    if resume is None and args.nano_config == DEFAULT_NANO_CONFIG:
+        resume = DEFAULT_NANO_RESUME
+    if resume and resume != "none" and not list_checkpoints(run / "checkpoints"):
+        source = REPO / resume
+        if not list_checkpoints(source / "checkpoints"):
+            return log.fail(f"--nano-resume {resume}: no checkpoints/step-N in it")
+        shutil.copytree(source, run, dirs_exist_ok=True)  # as artifacts/nano/README.md says
+        notes.append(f"resumed from the committed `{resume}` ({list_checkpoints(run / 'checkpoints')[-1].name})")
+    again = " ".join(["sodec train", args.nano_config, "--out", str(run), *[f"--set {v}" for v in args.nano_set]])
+    log.lines += [*[f"- {n}" for n in notes], "",
+                  f"run folder `{run}`; continue it anywhere (a CPU too, with data/nano) with `{again}`", "",
+                  "| chunk | time limit s | wall s | exit | newest checkpoint |",
+                  "|---:|---:|---:|---:|---|"]  # fmt: skip
+    log.flush()
     for chunk in range(1, s["max_chunks"] + 1):
         remaining = args.deadline - time.time()
         limit = min(s["chunk"], remaining - s["startup"] - 10)
         if limit < s["min_chunk"] or (run / "final").is_dir():
+            if chunk == 1:
+                return log.skip(f"no time left for a chunk ({remaining:.0f} s)")
             break
         cmd = [sys.executable, "-m", "sodec.cli", "train", str(config), "--out", str(run),
                "--time-limit", f"{limit:.0f}", "-q"]  # fmt: skip
-        for item in args.nano_set:
+        for item in overrides:
             cmd += ["--set", item]
         t = time.time()
         chunk_log = args.out / f"nano-chunk-{chunk}.log"
@@ -328,7 +479,8 @@ def phase_nano(args, s: dict) -> None:
                   "checkpoint": newest[-1].name if newest else None, "tail": tail}  # fmt: skip
         log.add(record, [f"| {chunk} | {limit:.0f} | {record['wall_s']} | {rc} | {record['checkpoint'] or '–'} |"])
         if rc != 0:
-            break
+            return log.fail(f"chunk {chunk} exit {rc}: {tail[-1] if tail else 'no output'} (see {chunk_log.name})")
+    return 0
 
 
 PHASES = {"decode": phase_decode, "train": phase_train, "nano": phase_nano}
@@ -361,26 +513,58 @@ def write_summary(out: Path, summary: dict) -> None:
     write_atomic(out / "gpu-check.md", "\n".join(lines) + "\n")
 
 
+def phase_status(out: Path, name: str, rc: int | None, box: float) -> str:
+    """``ok``, ``skipped: reason`` or ``failed: reason``, from the child's exit code and its own word."""
+    try:
+        own = json.loads((out / f"{name}.json").read_text()).get("status")
+    except (OSError, ValueError):
+        own = None
+    if rc is None:
+        return f"failed: stopped at its time box ({box:.0f} s); results so far kept"
+    if own and (own.startswith("skipped") or rc != 0):
+        return own
+    if rc != 0:
+        log = out / f"{name}.log"
+        last = log.read_text(errors="replace").strip().splitlines()[-1:] if log.is_file() else []
+        return f"failed: exit {rc}: {last[0][:200] if last else 'no output'} (see {name}.log)"
+    return "ok"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="One-command GPU check of the paper-scale codec (benchmarks/gpu_check.py)")
-    ap.add_argument("--out", type=Path, required=True, help="results folder (created)")
+    ap.add_argument("--out", type=Path, help="results folder (created)")
     ap.add_argument("--dry-run", action="store_true", help="the same code at tiny widths on the CPU")
     ap.add_argument("--budget", type=float, help="seconds in all (default 540; dry run 600)")
     ap.add_argument("--phases", default="decode,train,nano", help="which phases, in order")
     ap.add_argument("--stages", default="warmup,anneal,rd,adversarial", help="paper stages of the train phase")
-    ap.add_argument("--nano-config", default="configs/nano/stage2-warmup.yaml", help="the nano phase's config")
+    ap.add_argument("--nano-config", default=DEFAULT_NANO_CONFIG, help="the nano phase's config")
+    ap.add_argument("--nano-resume", help=f"a committed run folder whose checkpoints the nano run starts from "
+                    f"(default with the default config: {DEFAULT_NANO_RESUME}; 'none': from scratch)")  # fmt: skip
+    ap.add_argument("--nano-data", help="a --pack-nano-data tar: the nano phase's photos (default, or 'none': the "
+                    "config's; the dry run packs generated photos)")  # fmt: skip
+    ap.add_argument("--pack-nano-data", type=Path, metavar="FILE", help="pack NANO_SOURCE's train/ and dev/ photos "
+                    "(≤ 1024 px, JPEG) into FILE for --nano-data, then exit")  # fmt: skip
+    ap.add_argument("--nano-source", type=Path, default=REPO / "data" / "nano", help="what --pack-nano-data packs")
     ap.add_argument("--nano-run", help="the nano phase's run folder (default OUT/nano/<config name>)")
     ap.add_argument("--nano-set", action="append", default=[], metavar="KEY=VALUE", help="passed to sodec train")
+    ap.add_argument("--fail-phase", help=argparse.SUPPRESS)  # tests: this phase raises at its start
     ap.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this (child) process
     ap.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    sys.path.insert(0, str(REPO / "src"))
+    if args.pack_nano_data:
+        count, size = pack_nano_data(args.nano_source, args.pack_nano_data)
+        print(f"gpu_check: {count} photos in {args.pack_nano_data} ({size / 2**20:.1f} MiB)", file=sys.stderr)
+        return 0
+    if args.out is None:
+        ap.error("--out is required")
     s = DRY if args.dry_run else GPU
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.phase:  # child
-        sys.path.insert(0, str(REPO / "src"))
-        PHASES[args.phase](args, s)
-        return 0
+        if args.fail_phase == args.phase:
+            raise RuntimeError(f"--fail-phase {args.phase}: a forced failure")
+        return PHASES[args.phase](args, s)
 
     start = time.time()
     budget = args.budget or s["budget"]
@@ -391,6 +575,12 @@ def main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             print("gpu_check: no CUDA device (use --dry-run to check the script on a CPU)", file=sys.stderr)
             return 2
+    if args.dry_run and args.nano_data is None and "nano" in args.phases.split(","):
+        # the dry run's nano phase takes the same path as a GPU's: a packed file, unpacked, the committed checkpoint
+        photos = synthetic_photos(args.out / "dry-nano-photos" / "train", s["photos"], s["photo_side"])
+        synthetic_photos(photos.parent / "dev", 2, s["photo_side"])
+        args.nano_data = str(args.out / "dry-nano-data.tar")
+        pack_nano_data(photos.parent, Path(args.nano_data))
     summary = {"environment": environment(s), "budget_s": budget, "phases": {}}
     phases = [p for p in args.phases.split(",") if p]
     if unknown := [p for p in phases if p not in PHASES]:
@@ -411,23 +601,24 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(args.out), "--phase", name,
                "--deadline", str(time.time() + box), "--stages", args.stages,
                "--nano-config", args.nano_config]  # fmt: skip
-        if args.dry_run:
-            cmd.append("--dry-run")
-        if args.nano_run:
-            cmd += ["--nano-run", args.nano_run]
+        for flag, value in (("--dry-run", args.dry_run), ("--nano-run", args.nano_run),
+                            ("--nano-resume", args.nano_resume), ("--nano-data", args.nano_data),
+                            ("--fail-phase", args.fail_phase)):  # fmt: skip
+            if value:
+                cmd += [flag] if value is True else [flag, value]
         for item in args.nano_set:
             cmd += ["--nano-set", item]
         t = time.time()
         print(f"gpu_check: {name} (at most {box:.0f} s)", file=sys.stderr, flush=True)
         rc = run_group(cmd, box, args.out / f"{name}.log")
-        if rc is None:
-            status = f"stopped at its time box ({box:.0f} s); results so far kept"
-        else:
-            status = "ok" if rc == 0 else f"failed (exit {rc}; see {name}.log)"
+        status = phase_status(args.out, name, rc, box)
         summary["phases"][name] = {"status": status, "seconds": round(time.time() - t, 1)}
         write_summary(args.out, summary)
-    print(f"gpu_check: results in {args.out}/gpu-check.md ({time.time() - start:.0f} s)", file=sys.stderr)
-    return 0
+        print(f"gpu_check: {name}: {status}", file=sys.stderr, flush=True)
+    failed = [n for n, p in summary["phases"].items() if p["status"].startswith("failed")]
+    print(f"gpu_check: results in {args.out}/gpu-check.md ({time.time() - start:.0f} s)"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 compressai 1.2.8's ``__init__`` imports its point-cloud datasets (torch_geometric, pandas, requests): about
 6 s of start-up on this project's machines and three dependencies sodec never uses.  sodec needs only
-``compressai.entropy_models`` (EntropyBottleneck, GaussianConditional) and the rANS coder ``compressai.ans``,
+``compressai.entropy_models`` (EntropyBottleneck, GaussianConditional), GDN (``compressai.layers.gdn``) and the
+rANS coder ``compressai.ans``,
 so when compressai has not been imported yet we register a bare package object with the two functions those
 modules ask the package for, and import just them.  If compressai was already imported (by user code),
 the real package is used as it is.
@@ -28,5 +29,6 @@ if "compressai" not in sys.modules:
     sys.modules["compressai"] = _pkg
 
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
+from compressai.layers.gdn import GDN  # noqa: E402  (E and Da of ``transforms: gdn``)
 
-__all__ = ["EntropyBottleneck", "GaussianConditional"]
+__all__ = ["GDN", "EntropyBottleneck", "GaussianConditional"]

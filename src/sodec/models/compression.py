@@ -16,7 +16,7 @@ from sodec._compressai import EntropyBottleneck, GaussianConditional
 from sodec.errors import FormatError
 from sodec.models.config import SodecConfig
 from sodec.models.exact import ExactEntropyParameters
-from sodec.models.layers import conv_norm_relu
+from sodec.models.layers import conv_norm_relu, gdn
 
 # Scale table of the Gaussian conditional (compressai's default range: 64 levels, 0.11 .. 256).
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 256.0, 64
@@ -95,11 +95,9 @@ class GDNAnalysis(nn.Module):
 
     def __init__(self, width: int, latent_channels: int) -> None:
         super().__init__()
-        from compressai.layers.gdn import GDN
-
         layers: list[nn.Module] = []
         for a in (3, width, width):
-            layers += [nn.Conv2d(a, width, 5, stride=2, padding=2), GDN(width)]
+            layers += [nn.Conv2d(a, width, 5, stride=2, padding=2), gdn(width)]
         layers.append(nn.Conv2d(width, latent_channels, 5, stride=2, padding=2))
         self.net = nn.Sequential(*layers)
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from sodec.models.layers import ChannelNorm2d, ResidualBlock, conv_norm_relu
+from sodec.models.layers import ChannelNorm2d, ResidualBlock, conv_norm_relu, gdn
 
 
 class FidelityDecoder(nn.Module):
@@ -63,13 +63,11 @@ class GDNFidelityDecoder(nn.Module):
 
     def __init__(self, latent_channels: int, width: int) -> None:
         super().__init__()
-        from compressai.layers.gdn import GDN
-
         def deconv(a: int, b: int) -> nn.ConvTranspose2d:
             return nn.ConvTranspose2d(a, b, 5, stride=2, padding=2, output_padding=1)
 
         self.up = nn.ModuleList(
-            nn.Sequential(deconv(a, width), GDN(width, inverse=True)) for a in (latent_channels, width, width)
+            nn.Sequential(deconv(a, width), gdn(width, inverse=True)) for a in (latent_channels, width, width)
         )
         self.tail = nn.Sequential(deconv(width, 3))
 

@@ -93,7 +93,9 @@ class ProjectedDiscriminator(nn.Module):
         def fixed(conv: nn.Conv2d) -> nn.Conv2d:
             fan_in = conv.in_channels * conv.kernel_size[0] * conv.kernel_size[1]
             with torch.no_grad():
-                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator) / fan_in**0.5)
+                # drawn on the CPU (the generator's device) whatever torch's default device: the same mixing
+                # on every machine, and no CPU-generator/CUDA-tensor error when built on a GPU (build_on)
+                conv.weight.copy_(torch.randn(conv.weight.shape, generator=generator, device="cpu") / fan_in**0.5)
                 conv.bias.zero_()
             return conv.requires_grad_(False)
 

@@ -21,6 +21,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from sodec.models.placement import build_on
 from sodec.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from sodec.train.config import ConfigError, TrainConfig
 from sodec.train.data import RandomCrops, StreamingCrops, StreamSampler, validation_crops
@@ -130,12 +131,19 @@ def train(
     stop_at: int | None = None,
     time_limit: float | None = None,
     save: bool = True,
+    init_on_device: bool | None = None,
+    cast_bases: bool | None = None,
 ) -> Path:
     """Run (or resume) one stage; returns the run folder.  ``final/`` is written when ``config.steps`` is reached.
 
     ``stop_at`` (a step) or ``time_limit`` (seconds) end this invocation early with a checkpoint, to be resumed
     later by the same command (e.g. a GPU lent in 10-minute chunks); the schedules still span ``config.steps``.
     ``save=False`` writes no checkpoint and no export (timing runs: benchmarks/gpu_check.py).
+    The stage and the discriminator are built through :func:`sodec.models.placement.build_on` on the
+    accelerator's device, checked to be entirely there; ``init_on_device`` (default: with ``model.random_bases``,
+    whose random initialisation of a paper-scale base is far faster on a GPU) runs their constructors with that
+    device as torch's default, otherwise they are built on the CPU and moved.  ``cast_bases`` casts the frozen
+    bases to an fp16/bf16 ``precision`` (default: on CUDA only; the GPU check's dry run sets it on the CPU).
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
@@ -148,9 +156,13 @@ def train(
     out = Path(config.out)
     rank, world = acc.process_index, acc.num_processes
     torch.manual_seed(config.seed)  # model initialisation
-    stage = build_stage(config)
+    if init_on_device is None:
+        init_on_device = config.model.random_bases
+    stage = build_on(acc.device, lambda: build_stage(config), init_on_device)
     half = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.precision)
-    if half is not None and acc.device.type == "cuda":  # frozen bases in the training precision (GPU only)
+    if cast_bases is None:
+        cast_bases = acc.device.type == "cuda"
+    if half is not None and cast_bases:  # frozen bases in the training precision (by default on a GPU only)
         cast_frozen_bases(stage, half)
     o = config.optim
     optimizers = {"opt": torch.optim.AdamW(_param_groups(stage, o.prior_lr_scale), lr=o.lr, betas=o.betas,
@@ -163,7 +175,8 @@ def train(
             raise ConfigError(f"stage {config.stage} has no adversarial term (loss.adversarial must be 0)")
         if adv.adversarial_adaptive and stage.last_layer() is None:
             raise ConfigError(f"stage {config.stage}: loss.adversarial_adaptive needs a trained last layer of x̂")
-        disc = build_discriminator(adv.discriminator, stage.cond_channels, config.model.random_bases)
+        disc = build_on(acc.device, lambda: build_discriminator(adv.discriminator, stage.cond_channels,
+                                                                config.model.random_bases), init_on_device)  # fmt: skip
         disc_params = [p for p in disc.parameters() if p.requires_grad]
         optimizers["disc"] = torch.optim.Adam(disc_params, lr=o.disc_lr, betas=(0.5, 0.999))
     augment = parse_diffaugment(adv.diffaugment)

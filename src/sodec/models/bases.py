@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +152,16 @@ def save_bases(
 
 def tensors_hash(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 (hex) over tensors: for each, in name order, JSON ``[name, dtype, shape]`` then its bytes."""
+    return tensors_hash_items(sorted(state.items()))
+
+
+def tensors_hash_items(items: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """:func:`tensors_hash` over ``(name, tensor)`` pairs given in name order (e.g. read one at a time)."""
     h = hashlib.sha256()
-    for name, t in sorted(state.items()):
+    for name, t in items:
         t = t.detach().cpu().contiguous()
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else b"")
     return h.hexdigest()
 
 

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from sodec.errors import ModelError
 from sodec.models.compression import CompressionModule, LatentStreams
 from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
+from sodec.models.encoder import EncodingMixin
 from sodec.models.fidelity import FidelityDecoder, GDNFidelityDecoder
 
 Decoder = Literal["auto", "diffusion", "fidelity"]
@@ -72,7 +73,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-class SodecModel(nn.Module):
+class SodecModel(EncodingMixin, nn.Module):
     """One rate point of a SODEC model.
 
     Args:
@@ -187,32 +188,6 @@ class SodecModel(nn.Module):
     def update(self) -> None:
         """Derive the coder's frozen tables from the trained weights (call once after training)."""
         self.compression.update()
-
-    @torch.no_grad()
-    def compress(self, x: Tensor, tile: int | None = 64, halo: int = 4) -> LatentStreams:
-        """Code ``x`` ``(1,3,H,W)`` of any size (padded here; the decoder crops back): float in [0,1] or uint8.
-
-        Images whose ŷ exceeds ``tile`` pixels (16·tile image pixels) on a side are analysed in tiles with
-        a context halo of ``halo`` ŷ pixels (:func:`sodec.models.tiling.analyze_tiled`: the same y up to
-        float rounding, a bounded peak memory, and no float copy of the whole image); smaller ones, or any
-        image with ``tile=None``, in one piece.  Either way the streams decode with the same decoder.
-        """
-        from sodec.models.tiling import analyze_tiled
-
-        h, w = self.latent_size(*x.shape[-2:])
-        if tile is None or (h <= tile and w <= tile):
-            if not x.is_floating_point():
-                x = x.float().div(255)
-            streams, _, _ = self.compression.compress(pad_to_multiple(x, self.config.downsampling))
-            return streams
-        y = analyze_tiled(self.compression.encoder, x, (h, w), tile, halo)
-        streams, _, _ = self.compression.compress_latent(y)
-        return streams
-
-    def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """ŷ's (h, w) for an image of ``height`` x ``width``: padded to the model's multiple, then / 16."""
-        m = self.config.downsampling
-        return -(-height // m) * m // 16, -(-width // m) * m // 16
 
     @torch.no_grad()
     def decompress(

@@ -176,7 +176,8 @@ def run_child(args, stage: str) -> dict:
 
 
 def table(rows: list[dict]) -> list[str]:
-    lines = ["| stage | first step s | last step s | build s | peak RSS GiB | status |", "|---|---:|---:|---:|---:|---|"]
+    lines = ["| stage | first step s | last step s | build s | peak RSS GiB | status |"]
+    lines.append("|---|---:|---:|---:|---:|---|")
     for r in rows:
         cells = [format(r[k], ".1f") if r.get(k) is not None else "–" for k in
                  ("first_step_s", "last_step_s", "build_s")]  # fmt: skip

@@ -92,17 +92,22 @@ class SodecModel(EncodingMixin, nn.Module):
         else:
             self.fidelity = FidelityDecoder(config.latent_channels, config.decoder_channels, config.decoder_res_blocks)
         self._bases_hash: str | None = None
+        self._random_bases = None
         self._frozen_content_hash: str | None = None
         d = config.diffusion
         if d is None:
             return
-        from sodec.models.bases import bases_hash, load_bases
+        from sodec.models.bases import cached_bases_hash, load_bases
         from sodec.models.diffusion import LatentDecoder, OneStepDenoiser, alphas_cumprod
         from sodec.models.guidance import ConstantTokens, GuidanceProjector, HyperpriorTokens
         from sodec.models.transform import HyperSynthesis, LatentTransform
 
         bases = load_bases(d, folder, random=random_bases)
-        self._bases_hash = bases_hash(bases)  # before LoRA renames the UNet's weights
+        # Loaded bases: hashed once per set of base files (cached), before LoRA renames the UNet's weights.
+        # Random bases are hashed only when the identity is asked for (saving, coding): a build costs no
+        # multi-GB host copy (eight builds in the GPU check's training phase).
+        self._random_bases = bases if random_bases else None
+        self._bases_hash = None if random_bases else cached_bases_hash(bases, d, folder)
         if d.base_hash is not None and not random_bases and self._bases_hash != d.base_hash:
             raise ModelError(
                 f"the diffusion bases at {d.base!r} are not the ones this model was trained on "
@@ -231,12 +236,30 @@ class SodecModel(EncodingMixin, nn.Module):
 
         digest = tensors_hash(self.trainable_state_dict())
         if self.has_diffusion:
+            self._hash_random_bases()
             if self._bases_hash is None:
                 raise ModelError("bases without content (meta device) have no hash")
             digest = tensors_hash(
                 {"sodec": torch.frombuffer(bytearray.fromhex(digest + self._bases_hash), dtype=torch.uint8)}
             )
         return digest
+
+    def _hash_random_bases(self) -> None:
+        """Hash random bases on first need, as they were built: LoRA's wrapped names mapped back, its adapters
+        left out.  Bases cast since (a GPU's training precision) have lost that content: an error."""
+        bases, self._random_bases = self._random_bases, None
+        if bases is None or self._bases_hash is not None:
+            return
+        from sodec.models.bases import bases_hash
+
+        state = {}
+        for prefix, module in vars(bases).items():
+            for k, v in module.state_dict().items():
+                if "lora_" not in k:
+                    state[f"{prefix}.{k.replace('.base_layer.', '.')}"] = v
+        if any(v.is_floating_point() and v.dtype != torch.float32 and not v.is_meta for v in state.values()):
+            raise ModelError("random bases cast to a lower precision have no content hash (hash before casting)")
+        self._bases_hash = bases_hash(state)
 
     def merge_lora(self) -> None:
         """Fold the LoRA into the UNet for inference (the content hash is kept from before)."""
@@ -260,6 +283,7 @@ class SodecModel(EncodingMixin, nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.has_diffusion:
+            self._hash_random_bases()
             self.config.diffusion.base_hash = self._bases_hash
         stored = self.trainable_state_dict()
         parameters = {n for n, p in self.named_parameters() if p.is_floating_point()} & set(stored)  # not bases

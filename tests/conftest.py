@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,22 @@ from PIL import Image
 
 from sodec.api import example_image
 from sodec.models import SodecModel, preset_config
+
+# Cached base hashes (sodec.models.bases.hash_cache_path) go to a folder of this session, not the user's cache.
+os.environ.setdefault("SODEC_CACHE", tempfile.mkdtemp(prefix="sodec-cache-"))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--paper", action="store_true", help="run the paper-width CPU smoke (an hour on two cores)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--paper"):
+        return
+    skip = pytest.mark.skip(reason="paper-width smoke: run with --paper")
+    for item in items:
+        if "paper" in item.keywords:
+            item.add_marker(skip)
 
 
 def make_tiny_model(seed: int = 0, name: str = "tiny") -> SodecModel:

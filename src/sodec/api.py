@@ -3,6 +3,8 @@
 model = load_model("nano", rate=0)
 data = compress_image(model, "photo.png")          # bytes of a .sodec file
 image, header = decompress_bytes(data, model)      # a Pillow image
+
+encoder = load_model("nano", rate=0, for_encoding=True)   # compress only: no decoder, no diffusion bases
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from sodec.imageio import atomic_write, from_rgb_array, load_image, to_rgb_array
 from sodec.models import SodecModel
 from sodec.models.compression import LatentStreams
 from sodec.models.config import CONFIG_NAME
+from sodec.models.encoder import SodecEncoder
 
 DEFAULT_MODEL = "nano"
 
@@ -81,16 +84,25 @@ def resolve_model_folder(model: str | os.PathLike, rate: int | None = None) -> P
 
 
 @lru_cache(maxsize=8)
-def _load_cached(folder: str, device: str) -> SodecModel:
+def _load_cached(folder: str, device: str, for_encoding: bool) -> SodecModel | SodecEncoder:
+    if for_encoding:
+        return SodecEncoder.from_pretrained(folder, device=device)
     return SodecModel.from_pretrained(folder, device=device)
 
 
-def load_model(model: str | os.PathLike = DEFAULT_MODEL, rate: int | None = None, device: str = "cpu") -> SodecModel:
-    """Load one rate point of a model (cached: loading the same folder twice returns the same object)."""
-    return _load_cached(str(resolve_model_folder(model, rate).resolve()), device)
+def load_model(
+    model: str | os.PathLike = DEFAULT_MODEL, rate: int | None = None, device: str = "cpu", for_encoding: bool = False
+) -> SodecModel | SodecEncoder:
+    """Load one rate point of a model (cached: loading the same folder twice returns the same object).
+
+    ``for_encoding=True`` loads only what :func:`compress_image` needs (E, Ha, P, the coder tables): a
+    :class:`~sodec.models.encoder.SodecEncoder`, without the decoder and the diffusion bases (≈ 7 GB at paper
+    scale), which writes the same bytes as the full model.
+    """
+    return _load_cached(str(resolve_model_folder(model, rate).resolve()), device, for_encoding)
 
 
-def model_id(model: SodecModel) -> bytes:
+def model_id(model: SodecModel | SodecEncoder) -> bytes:
     """The 4-byte model hash written into files (recomputed each time: a few ms for nano)."""
     return bytes.fromhex(model.content_hash()[: 2 * container.MODEL_HASH_BYTES])
 
@@ -111,7 +123,9 @@ def _check_tile(tile: int) -> None:
         raise SodecError(f"tile must be a multiple of 4 and at least 8 latent pixels, got {tile}")
 
 
-def compress_image(model: SodecModel, image: str | os.PathLike | Image.Image | np.ndarray, tile: int = 64) -> bytes:
+def compress_image(
+    model: SodecModel | SodecEncoder, image: str | os.PathLike | Image.Image | np.ndarray, tile: int = 64
+) -> bytes:
     """Compress an image file, Pillow image or ``(H, W, 3)`` uint8 array to the bytes of a `.sodec` file.
 
     Images larger than ``tile`` latent pixels (16·tile image pixels) on a side are analysed in tiles with an
@@ -155,6 +169,8 @@ def model_for(header: Header, model: str | os.PathLike | SodecModel | None = Non
                 f"hash {header.model_hash.hex()}), which is not bundled: pass its folder with --model"
             )
         model = header.model_name
+    if isinstance(model, SodecEncoder):
+        raise ModelError("an encoder (load_model(..., for_encoding=True)) cannot decode: load the full model")
     if not isinstance(model, SodecModel):
         model = load_model(model, header.rate_point, device)
     check_model_matches(model, header)
@@ -204,7 +220,11 @@ def _check_output(path: Path, force: bool) -> None:
 
 
 def compress_file(
-    source: str | os.PathLike, output: str | os.PathLike, model: SodecModel, force: bool = False, tile: int = 64
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    model: SodecModel | SodecEncoder,
+    force: bool = False,
+    tile: int = 64,
 ) -> FileResult:
     """Compress an image file to a `.sodec` file, written atomically."""
     source, output = Path(source), Path(output)

@@ -71,10 +71,11 @@ class Task:
 
     def load_model(self):
         """The model a compress task codes with, loaded once per process (:func:`sodec.api.load_model`
-        caches it).  The one place where a file job loads its encoder, whoever runs it."""
+        caches it).  The one place where a file job loads its encoder, whoever runs it: the encoder only
+        (``for_encoding``: no decoder, no diffusion bases)."""
         from sodec import api
 
-        return api.load_model(self.model, self.rate, self.device)
+        return api.load_model(self.model, self.rate, self.device, for_encoding=True)
 
     def run(self, source: Path, output: Path):
         """Code one local file (raises on error); returns :class:`sodec.api.FileResult`."""

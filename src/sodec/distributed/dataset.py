@@ -39,7 +39,7 @@ class DatasetCoder:
         self.load_error: Exception | None = None
         if kind == "compress":
             try:
-                self.encoder = api.load_model(model, rate, self.device)
+                self.encoder = api.load_model(model, rate, self.device, for_encoding=True)  # no bases
             except Exception as e:  # noqa: BLE001 - each row then reports the model's error
                 self.load_error = e
 

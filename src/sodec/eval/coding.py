@@ -138,17 +138,55 @@ def _save_png(path: Path, rgb: np.ndarray) -> None:
 # ------------------------------------------------------------------------------------------------ models
 
 
-def sodec_models(cfg: EvalConfig) -> list:
-    """``[(rate label, model)]`` for the requested rate points."""
+@dataclass(frozen=True)
+class ModelDescription:
+    """What the report says about one rate point, read from its folder without loading any network:
+    ``config.json`` and the content hash that ``save_pretrained`` records in ``model.safetensors``' header
+    (the ``eval --ray`` driver, whose workers do the coding)."""
+
+    config: object  # SodecConfig
+    hash: str
+
+    @property
+    def has_diffusion(self) -> bool:
+        return self.config.diffusion is not None
+
+    def content_hash(self) -> str:
+        return self.hash
+
+    @classmethod
+    def read(cls, folder: Path) -> ModelDescription:
+        import json
+
+        from safetensors import safe_open
+
+        from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
+        from sodec.models.encoder import SodecEncoder
+
+        config = SodecConfig.from_dict(json.loads((folder / CONFIG_NAME).read_text()))
+        with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as f:
+            recorded = (f.metadata() or {}).get("sha256")
+        # A folder written before the header recorded it: the encoder computes it (no decoder, no bases).
+        return cls(config, recorded or SodecEncoder.from_pretrained(folder).content_hash())
+
+
+def sodec_models(cfg: EvalConfig, describe: bool = False) -> list:
+    """``[(rate label, model)]`` for the requested rate points; with ``describe``, ``[(label,
+    ModelDescription)]``: nothing loaded but the configs."""
     from sodec import api
     from sodec.models.config import CONFIG_NAME
+
+    def load(model, rate):
+        if describe:
+            return ModelDescription.read(api.resolve_model_folder(model, rate))
+        return api.load_model(model, rate, cfg.device)
 
     path = Path(cfg.model)
     family = path if path.is_dir() else api.bundled_models().get(cfg.model)
     if family is None:
         api.resolve_model_folder(cfg.model)  # raises the standard "neither a folder nor bundled" error
     if (family / CONFIG_NAME).is_file():
-        model = api.load_model(family, None, cfg.device)
+        model = load(family, None)
         if cfg.rates and cfg.rates != [model.config.rate_point]:
             raise SodecError(f"{family} is a single model (rate point {model.config.rate_point}); --rates "
                              f"{','.join(map(str, cfg.rates))} does not apply")
@@ -159,7 +197,7 @@ def sodec_models(cfg: EvalConfig) -> list:
     if missing:
         raise SodecError(f"model {cfg.model!r} has no rate point {','.join(map(str, missing))} (available: "
                          f"{','.join(map(str, available))})")
-    return [(f"r{r}", api.load_model(cfg.model, r, cfg.device)) for r in rates]
+    return [(f"r{r}", load(cfg.model, r)) for r in rates]
 
 
 # ------------------------------------------------------------------------------------------------- coder
@@ -172,12 +210,14 @@ class ImageCoder:
     written); :meth:`load_metrics` then builds the metric networks, the slow part.
     """
 
-    def __init__(self, cfg: EvalConfig) -> None:
+    def __init__(self, cfg: EvalConfig, describe_only: bool = False) -> None:
+        """``describe_only``: the models' descriptions (:class:`ModelDescription`) without their networks,
+        for a driver whose workers code (``eval --ray``); such a coder codes nothing itself."""
         self.cfg = cfg
         self.pre = Preprocess.parse(cfg.preprocess)
         codecs, self.unavailable = bl.load_codecs(cfg.baselines)  # unavailable: baseline -> why not here
         self.codecs: list[bl.Codec] = list(codecs.values())
-        self.models = sodec_models(cfg) if cfg.model is not None else []
+        self.models = sodec_models(cfg, describe_only) if cfg.model is not None else []
         self.sodec_info: dict[str, dict] = {}
         self.notes: list[str] = []  # about the models, once per run
         for label, model in self.models:

@@ -60,8 +60,9 @@ def run(cfg: EvalConfig) -> dict:
         distributed.require_ray("sodec eval --ray")  # before anything loads or is written
 
     # Model and decoder errors surface before the slow metric networks load and before anything is written.
-    # With Ray the driver needs the models only for their description (the workers code), so on the CPU.
-    coder = ImageCoder(cfg if cfg.ray is None else _on_cpu(cfg))
+    # With Ray the driver needs the models only for their description (the workers code): read from their
+    # configs, no network loaded (at paper scale each rate point's bases are ≈ 7 GB).
+    coder = ImageCoder(cfg, describe_only=cfg.ray is not None)
     state = EvalState(cfg, None, sodec_info=coder.sodec_info, notes=list(coder.notes))
     codecs = coder.codecs
     cfg.out.mkdir(parents=True, exist_ok=True)
@@ -131,12 +132,6 @@ def run(cfg: EvalConfig) -> dict:
     (cfg.out / "report.md").write_text(report_markdown(state, result, plotted))
     (cfg.out / "results.json").write_text(json.dumps(jsonable(result), indent=1, allow_nan=False))
     return result
-
-
-def _on_cpu(cfg: EvalConfig) -> EvalConfig:
-    from dataclasses import replace
-
-    return replace(cfg, device="cpu")
 
 
 def _progress(cfg: EvalConfig, total: int):

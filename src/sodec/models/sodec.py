@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from sodec.errors import ModelError
 from sodec.models.compression import CompressionModule, LatentStreams
 from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
+from sodec.models.encoder import EncodingMixin
 from sodec.models.fidelity import FidelityDecoder, GDNFidelityDecoder
 
 Decoder = Literal["auto", "diffusion", "fidelity"]
@@ -72,7 +73,7 @@ def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
     return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
 
 
-class SodecModel(nn.Module):
+class SodecModel(EncodingMixin, nn.Module):
     """One rate point of a SODEC model.
 
     Args:
@@ -91,17 +92,22 @@ class SodecModel(nn.Module):
         else:
             self.fidelity = FidelityDecoder(config.latent_channels, config.decoder_channels, config.decoder_res_blocks)
         self._bases_hash: str | None = None
+        self._random_bases = None
         self._frozen_content_hash: str | None = None
         d = config.diffusion
         if d is None:
             return
-        from sodec.models.bases import bases_hash, load_bases
+        from sodec.models.bases import cached_bases_hash, load_bases
         from sodec.models.diffusion import LatentDecoder, OneStepDenoiser, alphas_cumprod
         from sodec.models.guidance import ConstantTokens, GuidanceProjector, HyperpriorTokens
         from sodec.models.transform import HyperSynthesis, LatentTransform
 
         bases = load_bases(d, folder, random=random_bases)
-        self._bases_hash = bases_hash(bases)  # before LoRA renames the UNet's weights
+        # Loaded bases: hashed once per set of base files (cached), before LoRA renames the UNet's weights.
+        # Random bases are hashed only when the identity is asked for (saving, coding): a build costs no
+        # multi-GB host copy (eight builds in the GPU check's training phase).
+        self._random_bases = bases if random_bases else None
+        self._bases_hash = None if random_bases else cached_bases_hash(bases, d, folder)
         if d.base_hash is not None and not random_bases and self._bases_hash != d.base_hash:
             raise ModelError(
                 f"the diffusion bases at {d.base!r} are not the ones this model was trained on "
@@ -189,32 +195,6 @@ class SodecModel(nn.Module):
         self.compression.update()
 
     @torch.no_grad()
-    def compress(self, x: Tensor, tile: int | None = 64, halo: int = 4) -> LatentStreams:
-        """Code ``x`` ``(1,3,H,W)`` of any size (padded here; the decoder crops back): float in [0,1] or uint8.
-
-        Images whose ŷ exceeds ``tile`` pixels (16·tile image pixels) on a side are analysed in tiles with
-        a context halo of ``halo`` ŷ pixels (:func:`sodec.models.tiling.analyze_tiled`: the same y up to
-        float rounding, a bounded peak memory, and no float copy of the whole image); smaller ones, or any
-        image with ``tile=None``, in one piece.  Either way the streams decode with the same decoder.
-        """
-        from sodec.models.tiling import analyze_tiled
-
-        h, w = self.latent_size(*x.shape[-2:])
-        if tile is None or (h <= tile and w <= tile):
-            if not x.is_floating_point():
-                x = x.float().div(255)
-            streams, _, _ = self.compression.compress(pad_to_multiple(x, self.config.downsampling))
-            return streams
-        y = analyze_tiled(self.compression.encoder, x, (h, w), tile, halo)
-        streams, _, _ = self.compression.compress_latent(y)
-        return streams
-
-    def latent_size(self, height: int, width: int) -> tuple[int, int]:
-        """ŷ's (h, w) for an image of ``height`` x ``width``: padded to the model's multiple, then / 16."""
-        m = self.config.downsampling
-        return -(-height // m) * m // 16, -(-width // m) * m // 16
-
-    @torch.no_grad()
     def decompress(
         self,
         streams: LatentStreams,
@@ -256,12 +236,30 @@ class SodecModel(nn.Module):
 
         digest = tensors_hash(self.trainable_state_dict())
         if self.has_diffusion:
+            self._hash_random_bases()
             if self._bases_hash is None:
                 raise ModelError("bases without content (meta device) have no hash")
             digest = tensors_hash(
                 {"sodec": torch.frombuffer(bytearray.fromhex(digest + self._bases_hash), dtype=torch.uint8)}
             )
         return digest
+
+    def _hash_random_bases(self) -> None:
+        """Hash random bases on first need, as they were built: LoRA's wrapped names mapped back, its adapters
+        left out.  Bases cast since (a GPU's training precision) have lost that content: an error."""
+        bases, self._random_bases = self._random_bases, None
+        if bases is None or self._bases_hash is not None:
+            return
+        from sodec.models.bases import bases_hash
+
+        state = {}
+        for prefix, module in vars(bases).items():
+            for k, v in module.state_dict().items():
+                if "lora_" not in k:
+                    state[f"{prefix}.{k.replace('.base_layer.', '.')}"] = v
+        if any(v.is_floating_point() and v.dtype != torch.float32 and not v.is_meta for v in state.values()):
+            raise ModelError("random bases cast to a lower precision have no content hash (hash before casting)")
+        self._bases_hash = bases_hash(state)
 
     def merge_lora(self) -> None:
         """Fold the LoRA into the UNet for inference (the content hash is kept from before)."""
@@ -285,6 +283,7 @@ class SodecModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         if self.has_diffusion:
+            self._hash_random_bases()
             self.config.diffusion.base_hash = self._bases_hash
         stored = self.trainable_state_dict()
         parameters = {n for n, p in self.named_parameters() if p.is_floating_point()} & set(stored)  # not bases

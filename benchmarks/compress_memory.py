@@ -72,14 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=["nano", "paper", "both"], default="nano")
     parser.add_argument("--work", type=Path, default=None, help="where the paper-scale model is saved (reused)")
+    parser.add_argument("--build-paper-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.build_paper_only:
+        paper_model(args.work)
+        return 0
     work = args.work or Path(tempfile.mkdtemp(prefix="sodec-mem-"))
     work.mkdir(parents=True, exist_ok=True)
     scales = ["nano", "paper"] if args.scale == "both" else [args.scale]
     rows = []
     for scale in scales:
         t = time.time()
-        model = "nano" if scale == "nano" else paper_model(work)
+        model = "nano"
+        if scale == "paper":
+            # Built in a child: a child forked from a parent holding the ≈ 10 GiB model starts with the
+            # parent's RSS as its own ru_maxrss (Linux keeps the high-water mark across fork and exec).
+            cmd = [sys.executable, __file__, "--work", str(work), "--build-paper-only"]
+            subprocess.run(cmd, check=True)
+            model = work / "paper" / "rate-0"
         if scale == "paper":
             print(f"paper model saved in {time.time() - t:.0f} s: {model}", flush=True)
         for kind, label in (("full", "api full (before)"), ("encoder", "api for_encoding"), ("cli", "sodec compress")):

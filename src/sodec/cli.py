@@ -62,11 +62,11 @@ def cmd_compress(args: argparse.Namespace) -> int:
     from sodec.api import check_effort
     from sodec.batch import Task
 
-    try:
+    try:  # checked here, before any file is read or any model loaded: one line, exit 2
         effort = int(args.effort)
-    except ValueError:
+        check_effort(effort)
+    except (ValueError, SodecError):
         raise SodecError(f"--effort must be an integer from 0 to 3, got {args.effort!r}") from None
-    check_effort(effort)
     task = Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile, effort=effort)
     return _run_files(args, task)
 

@@ -26,16 +26,17 @@ from torch import Tensor
 from sodec.models.compression import LatentStreams
 
 MAX_EFFORT = 3
-# Adam iterations per effort level (docs/benchmarks.md "Encode effort": level 2 is a few seconds of a
-# 768x512 encode on a free core; the gain flattens by level 3).
-EFFORT_ITERATIONS = {0: 0, 1: 20, 2: 60, 3: 200}
-# Above this many pixels effort > 0 falls back to the ordinary encode (with a warning): Da's backward pass
-# holds every full-resolution activation (≈ 0.6 GB per megapixel for nano), and compress must stay bounded.
+# Adam iterations per effort level.  One iteration is a forward and backward pass of Da at full resolution:
+# 0.78 CPU-s at 768x512 for nano on one EPYC thread (docs/benchmarks.md "Encode effort"), so the literature's
+# hundreds of iterations are out of reach; level 2 is ~12 CPU-s there.
+EFFORT_ITERATIONS = {0: 0, 1: 5, 2: 15, 3: 50}
+# Above this many pixels effort > 0 falls back to the ordinary encode (with a warning): the refinement runs on
+# the whole latent, untiled, and Da's backward pass holds every full-resolution activation.
 MAX_EFFORT_PIXELS = 2_200_000  # 1920x1080 (2.07 MP) fits
 # λ per rate point (distortion = MSE of [0, 1] RGB): tuned on training photos so that the refined file is no
 # larger than the ordinary one and of higher quality (docs/decisions.md).  Other rate points use the nearest.
-LAMBDAS = {0: 60.0, 1: 120.0, 2: 240.0, 3: 480.0}
-LEARNING_RATE = 0.03
+LAMBDAS = {0: 15.0, 1: 30.0, 2: 60.0, 3: 120.0}
+LEARNING_RATE = 0.08
 
 
 @dataclass(frozen=True)

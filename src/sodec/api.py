@@ -5,6 +5,7 @@ data = compress_image(model, "photo.png")          # bytes of a .sodec file
 image, header = decompress_bytes(data, model)      # a Pillow image
 
 encoder = load_model("nano", rate=0, for_encoding=True)   # compress only: no decoder, no diffusion bases
+data = compress_image(model, "photo.png", effort=2)  # slower encode, better latents; same format and decoder
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sodec.models import SodecModel
 from sodec.models.compression import LatentStreams
 from sodec.models.config import CONFIG_NAME
 from sodec.models.encoder import SodecEncoder
+from sodec.models.refine import MAX_EFFORT, MAX_EFFORT_PIXELS, compress_refined
 
 DEFAULT_MODEL = "nano"
 
@@ -123,15 +125,34 @@ def _check_tile(tile: int) -> None:
         raise SodecError(f"tile must be a multiple of 4 and at least 8 latent pixels, got {tile}")
 
 
+def check_effort(effort: int) -> None:
+    """Raise :class:`SodecError` unless ``effort`` is an encode-effort level (0..3)."""
+    if isinstance(effort, bool) or not isinstance(effort, int) or not 0 <= effort <= MAX_EFFORT:
+        raise SodecError(f"effort must be an integer from 0 to {MAX_EFFORT}, got {effort!r}")
+
+
 def compress_image(
-    model: SodecModel | SodecEncoder, image: str | os.PathLike | Image.Image | np.ndarray, tile: int = 64
+    model: SodecModel | SodecEncoder,
+    image: str | os.PathLike | Image.Image | np.ndarray,
+    tile: int = 64,
+    effort: int = 0,
 ) -> bytes:
     """Compress an image file, Pillow image or ``(H, W, 3)`` uint8 array to the bytes of a `.sodec` file.
 
     Images larger than ``tile`` latent pixels (16·tile image pixels) on a side are analysed in tiles with an
     exact context halo, which bounds memory (:meth:`SodecModel.compress`).
+
+    ``effort`` 1..3 refines the latents against the rate and the fidelity decoder Da (more encode time, same
+    format, same decoder; :mod:`sodec.models.refine`).  It needs the full model (not ``for_encoding``), and
+    images above ``MAX_EFFORT_PIXELS`` are coded at effort 0 with a warning.
     """
     _check_tile(tile)
+    check_effort(effort)
+    if effort and not isinstance(model, SodecModel):
+        raise ModelError(
+            "effort > 0 refines the latents against the decoder Da, which an encoder "
+            "(load_model(..., for_encoding=True)) does not hold: load the full model"
+        )
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise ValueError("arrays must be (H, W, 3) uint8 RGB")
@@ -143,7 +164,14 @@ def compress_image(
     height, width = rgb.shape[:2]
     container.check_size(width, height)
     device = next(model.parameters()).device
-    streams = model.compress(_to_tensor(rgb, device), tile=tile)
+    if effort and height * width > MAX_EFFORT_PIXELS:
+        warnings.warn(f"{width}x{height} is above {MAX_EFFORT_PIXELS} pixels: encode effort {effort} not applied "
+                      "(coded at effort 0)", stacklevel=2)
+        effort = 0
+    if effort:
+        streams, _ = compress_refined(model, _to_tensor(rgb, device), effort, tile=tile)
+    else:
+        streams = model.compress(_to_tensor(rgb, device), tile=tile)
     cfg = model.config
     header = Header(cfg.name, model_id(model), cfg.rate_point, width, height, mode, streams.latent_check)
     return container.pack(SodecFile(header, streams.z_stream, streams.y_stream))
@@ -225,11 +253,12 @@ def compress_file(
     model: SodecModel | SodecEncoder,
     force: bool = False,
     tile: int = 64,
+    effort: int = 0,
 ) -> FileResult:
-    """Compress an image file to a `.sodec` file, written atomically."""
+    """Compress an image file to a `.sodec` file, written atomically (``effort``: :func:`compress_image`)."""
     source, output = Path(source), Path(output)
     _check_output(output, force)
-    data = compress_image(model, source, tile)
+    data = compress_image(model, source, tile, effort)
     atomic_write(output, data=data)
     header = container.unpack(data).header
     return FileResult(source, output, output.stat().st_size, header.width, header.height)

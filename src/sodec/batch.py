@@ -68,21 +68,25 @@ class Task:
     force: bool = False
     decoder: str = "auto"
     tile: int = 64
+    effort: int = 0  # compress: encode effort (sodec.api.compress_image)
 
     def load_model(self):
         """The model a compress task codes with, loaded once per process (:func:`sodec.api.load_model`
         caches it).  The one place where a file job loads its encoder, whoever runs it: the encoder only
-        (``for_encoding``: no decoder, no diffusion bases)."""
+        (``for_encoding``: no decoder, no diffusion bases), or the full model at effort > 0, which refines
+        the latents against the decoder Da."""
         from sodec import api
 
-        return api.load_model(self.model, self.rate, self.device, for_encoding=True)
+        return api.load_model(self.model, self.rate, self.device, for_encoding=self.effort == 0)
 
     def run(self, source: Path, output: Path):
         """Code one local file (raises on error); returns :class:`sodec.api.FileResult`."""
         from sodec import api
 
         if self.kind == "compress":
-            return api.compress_file(source, output, self.load_model(), force=self.force, tile=self.tile)
+            return api.compress_file(
+                source, output, self.load_model(), force=self.force, tile=self.tile, effort=self.effort
+            )
         return api.decompress_file(
             source, output, self.model, force=self.force, device=self.device, decoder=self.decoder, tile=self.tile
         )

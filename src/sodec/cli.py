@@ -59,9 +59,16 @@ def _device(args: argparse.Namespace) -> str:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from sodec.api import check_effort
     from sodec.batch import Task
 
-    return _run_files(args, Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile))
+    try:  # checked here, before any file is read or any model loaded: one line, exit 2
+        effort = int(args.effort)
+        check_effort(effort)
+    except (ValueError, SodecError):
+        raise SodecError(f"--effort must be an integer from 0 to 3, got {args.effort!r}") from None
+    task = Task("compress", args.model, args.rate, _device(args), args.force, tile=args.tile, effort=effort)
+    return _run_files(args, task)
 
 
 def cmd_decompress(args: argparse.Namespace) -> int:
@@ -267,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=None, help="rate point, 0 = smallest files (default 0)")
     p.add_argument(
         "--tile", type=int, default=64, help="encoder tile in latent pixels (x16 image pixels; multiple of 4)"
+    )
+    p.add_argument(
+        "--effort", default="0", metavar="N", help="encode effort 0..3 (default 0): N > 0 refines the latents "
+        "against the rate and the decoder (seconds per image, same format and decoder; loads the full model)"
     )
     p.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
     p.add_argument("-q", "--quiet", action="store_true")

@@ -155,12 +155,15 @@ class CompressionModule(nn.Module):
         return self.compress_latent(self.encoder(x))
 
     @torch.no_grad()
-    def compress_latent(self, y: Tensor) -> tuple[LatentStreams, Tensor, Tensor]:
+    def compress_latent(self, y: Tensor, z: Tensor | None = None) -> tuple[LatentStreams, Tensor, Tensor]:
         """Code the analysis output ``y`` ``(1,C,h,w)`` (h, w multiples of 4): what :meth:`compress` does after E.
 
         The tiled encoder (:func:`sodec.models.tiling.analyze_tiled`) computes ``y`` in pieces and codes it here.
+        ``z`` ``(1,N,h/4,w/4)``: the hyper-latent to code instead of Ha(y) (encode-time refinement,
+        :mod:`sodec.models.refine`); the means and scales still come from the exact P on its ẑ.
         """
-        z = self.hyper_analysis(y)
+        if z is None:
+            z = self.hyper_analysis(y)
         eb = self.entropy_bottleneck
         z_strings = eb.compress(z)
         # ẑ as the decoder will see it (same symbols, same medians, same float ops).

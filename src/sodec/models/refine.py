@@ -33,8 +33,9 @@ EFFORT_ITERATIONS = {0: 0, 1: 5, 2: 15, 3: 50}
 # Above this many pixels effort > 0 falls back to the ordinary encode (with a warning): the refinement runs on
 # the whole latent, untiled, and Da's backward pass holds every full-resolution activation.
 MAX_EFFORT_PIXELS = 2_200_000  # 1920x1080 (2.07 MP) fits
-# λ per rate point (distortion = MSE of [0, 1] RGB): tuned on training photos so that the refined file is no
-# larger than the ordinary one and of higher quality (docs/decisions.md).  Other rate points use the nearest.
+# λ per rate point (distortion = MSE of [0, 1] RGB): rate 0's tuned on training photos so that the refined file
+# is no larger than the ordinary one and of higher quality; the others doubled per rate point, not yet tuned
+# (rate 2 came out 0.8 % larger on the validation photos: docs/decisions.md).  Other rate points use the nearest.
 LAMBDAS = {0: 15.0, 1: 30.0, 2: 60.0, 3: 120.0}
 LEARNING_RATE = 0.08
 

@@ -24,6 +24,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gpu_check import synthetic_photos  # noqa: E402  (the benchmarks folder is not a package)
+
 STAGES = {  # paper stage → config (stage 3 at rate point 0; the other rate points differ only in λ)
     "rd": "configs/paper/stage1-rd.yaml",
     "warmup": "configs/paper/stage2-warmup.yaml",
@@ -35,21 +38,6 @@ CODEC = "compress+decompress"
 
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
-
-
-def synthetic_photos(folder: Path, count: int, side: int) -> Path:
-    """Smooth random colour fields with grain as PNGs: a step needs pixels, not photographs."""
-    import numpy as np
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    for i in range(count):
-        small = rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(small).resize((side, side), Image.BICUBIC), dtype=np.int16)
-        grain = rng.integers(-12, 13, (side, side, 3))
-        Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
-    return folder
 
 
 def random_lpips(out: Path, net: str) -> str:

@@ -5,12 +5,23 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 CONFIG_NAME = "config.json"
 # LoRA targets: attention projections and resnet convolutions (DESIGN.md; rank 16 by default).
 DEFAULT_LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2")
 WEIGHTS_NAME = "model.safetensors"
+
+
+def model_folder_files(folder: Path) -> tuple[Path, Path]:
+    """``folder``'s config and weights files; :class:`~sodec.errors.ModelError` unless both exist."""
+    from sodec.errors import ModelError
+
+    config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
+    if not config_path.is_file() or not weights_path.is_file():
+        raise ModelError(f"{folder} is not a sodec model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+    return config_path, weights_path
 GUIDANCE_MODES = ("fgm", "none", "hyperprior", "prompt")
 GUIDANCE_LAYOUTS = ("sequence", "grid")
 # What the UNet predicts (diffusers' scheduler ``prediction_type``): SD 2.1-base ε, SD 2.1 (768) v.

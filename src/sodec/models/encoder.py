@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from sodec.errors import ModelError
 from sodec.models.compression import CompressionModule, LatentStreams
-from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
+from sodec.models.config import SodecConfig, model_folder_files
 
 _PREFIX = "compression."
 
@@ -89,9 +89,7 @@ class SodecEncoder(EncodingMixin, nn.Module):
         from sodec.models.sodec import SodecModel
 
         folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not config_path.is_file() or not weights_path.is_file():
-            raise ModelError(f"{folder} is not a sodec model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        config_path, weights_path = model_folder_files(folder)
         try:
             config = SodecConfig.from_dict(json.loads(config_path.read_text()))
             encoder = cls(config)

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from sodec.errors import ModelError
 from sodec.models.compression import CompressionModule, LatentStreams
-from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig
+from sodec.models.config import CONFIG_NAME, WEIGHTS_NAME, SodecConfig, model_folder_files
 from sodec.models.encoder import EncodingMixin
 from sodec.models.fidelity import FidelityDecoder, GDNFidelityDecoder
 
@@ -313,9 +313,7 @@ class SodecModel(EncodingMixin, nn.Module):
         into the UNet (faster inference; the model can then not be trained or saved).
         """
         folder = Path(folder)
-        config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-        if not config_path.is_file() or not weights_path.is_file():
-            raise ModelError(f"{folder} is not a sodec model folder (needs {CONFIG_NAME} and {WEIGHTS_NAME})")
+        config_path, weights_path = model_folder_files(folder)
         try:
             config = SodecConfig.from_dict(json.loads(config_path.read_text()))
             state = load_file(str(weights_path))

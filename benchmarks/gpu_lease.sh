@@ -11,7 +11,8 @@
 #   OUT/results.tar.gz          every phase's .json/.md/.log, the paper runs' log.csv, and the nano run without
 #                               its weights: log.csv, val.csv, train-config.yaml, the newest checkpoint's
 #                               state.json, the newest validation samples, final/ if the run completed
-#   OUT/state.safetensors.part-aa, -ab, ...   the newest nano checkpoint's weights in 15 MiB pieces
+#   OUT/state.safetensors.part-aa, -ab, ...   the newest nano checkpoint's weights in 15 MiB pieces, unless the
+#                               run completed (its final/ is the product, and the pieces could overflow 64 MiB)
 # Rebuild the run folder here with `bash benchmarks/gpu_lease.sh --unpack FILES_AT RUN_FOLDER`.
 #
 # Python packages the GPU machine lacks travel as wheels in .whl/ (git-ignored; docs/training.md says which):
@@ -20,6 +21,7 @@ set -u
 if [ "${1:-}" = "--unpack" ]; then  # here: FILES_AT RUN → RUN/{log.csv,...,checkpoints/step-N/state.safetensors}
     src=$2 run=$3
     mkdir -p "$run" && tar xzf "$src/results.tar.gz" -C "$run" --strip-components=1 nano || exit 1
+    [ -d "$run/final" ] && { echo "gpu_lease: $run/final (the run completed)"; exit 0; }
     step=$(cd "$run/checkpoints" && ls -d step-* | sort | tail -1)
     cat "$src"/state.safetensors.part-* > "$run/checkpoints/$step/state.safetensors" || exit 1
     echo "gpu_lease: $run/checkpoints/$step"
@@ -48,7 +50,7 @@ keep=(machine.txt check/*.md check/*.json check/*.log check/train/*/log.csv)
 if [ -d nano ]; then
     keep+=(nano/log.csv nano/val.csv nano/train-config.yaml nano/final)
     newest=$(ls -d nano/checkpoints/step-* 2>/dev/null | sort | tail -1)
-    if [ -n "$newest" ]; then
+    if [ -n "$newest" ] && [ ! -d nano/final ]; then
         keep+=("$newest/state.json")
         split -b 15M "$newest/state.safetensors" "$out/state.safetensors.part-"
     fi

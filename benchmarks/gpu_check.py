@@ -20,16 +20,17 @@ or ``skipped: reason`` in that table; the exit code is 1 if any phase failed.
             ``model.gradient_checkpointing``: step time and peak GPU memory.  Photos: a synthetic folder;
             LPIPS-VGG: the converted weights if ``$SODEC_WEIGHTS`` has them, else random ones (same cost).
 ``nano``    ``sodec train NANO_CONFIG --out RUN --time-limit CHUNK`` repeatedly for the time that remains; by
-            default v3's stage 1 (``configs/nano/stage1-rd-gdn.yaml``) resumed from its committed checkpoint
-            (``artifacts/nano/v2/stage1-gdn``), on the photos of ``--nano-data`` (data/nano is git-ignored and
-            415 MB: ``--pack-nano-data`` packs its train/dev photos small enough to carry).  Every chunk ends
+            default v3's stage 1 (``configs/nano/stage1-rd-gdn.yaml``) from scratch; ``--nano-config`` and
+            ``--nano-resume`` name the campaign's next stage and the committed run it resumes (its checkpoints are
+            copied into RUN first), on the photos of ``--nano-data`` (data/nano is git-ignored and 415 MB:
+            ``--pack-nano-data`` packs its train/dev photos small enough to carry).  Every chunk ends
             with a checkpoint in RUN (default OUT/nano/<config name>), so the run goes on afterwards, anywhere.
             Without photos the phase is skipped, and says why.
 
 ``--dry-run`` runs the same code paths on the CPU at tiny widths (the ``tiny`` preset, 64² crops, 2 steps): float16
 and bfloat16 decoding (every base in half weights), every paper stage in its config's precision (bf16 autocast,
 frozen bases cast to bf16), streaming with a worker process, and the nano phase from a generated packed photo
-file and the committed checkpoint (tests/test_gpu_check.py).
+file, then resumed from a copied run folder (tests/test_gpu_check.py).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ PAPER_STAGES = {  # stage → config (stage 3: rate point 0; the others differ o
 }
 NETWORK_STAGES = ("fidelity decoder Da", "Hs + Ts", "backbone F + Fp", "UNet (one step)", "VAE decoder Dm")
 
-DEFAULT_NANO_CONFIG = "configs/nano/stage1-rd-gdn.yaml"  # v3's stage 1 (docs/decisions.md, "nano stage 1 transforms")
-DEFAULT_NANO_RESUME = "artifacts/nano/v2/stage1-gdn"  # its committed checkpoint (artifacts/nano/README.md)
+# v3's stage 1 (docs/decisions.md, "nano stage 1 transforms"): needs nothing but the photos.  The campaign's next
+# stage, resumed from its committed run, is named with --nano-config / --nano-resume (artifacts/nano/README.md).
+DEFAULT_NANO_CONFIG = "configs/nano/stage1-rd-gdn.yaml"
 
 GPU = dict(device="cuda", preset="paper", size=512, dtypes=["float16", "bfloat16"], runs=5, warmup=2, ddim=50,
            crop=256, batch=8, steps=20, photos=24, photo_side=320, workers=4, boxes={"decode": 150, "train": 240},
@@ -354,10 +356,14 @@ def phase_train(args, s: dict) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ nano photos
-def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90) -> tuple[int, int]:
+PACK_FORMATS = {"jpeg": ("JPEG", ".jpg", {}), "webp": ("WEBP", ".webp", {"method": 4})}
+
+
+def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90, fmt: str = "jpeg") -> tuple[int, int]:
     """Pack ``source``'s ``train/`` and ``dev/`` photos into the tar ``dest``: each EXIF-oriented, downscaled
-    (LANCZOS) so its longer side ≤ ``side`` (the nano configs' ``data.max_side``), as a JPEG of ``quality``.
-    Deterministic: sorted names, fixed metadata, so the same photos give the same bytes.  Returns (photos, bytes)."""
+    (LANCZOS) so its longer side ≤ ``side`` (the nano configs' ``data.max_side``), as a JPEG or WebP
+    (``fmt``) of ``quality``.  Deterministic: sorted names, fixed metadata, so the same photos give the same
+    bytes.  Returns (photos, bytes)."""
     import io
     import tarfile
 
@@ -365,6 +371,7 @@ def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90
 
     from sodec.train.data import list_photos
 
+    pil_format, suffix, options = PACK_FORMATS[fmt]
     count = 0
     tmp = dest.with_name(f".{dest.name}.tmp")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -375,7 +382,7 @@ def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90
                 raise SystemExit(f"gpu_check: no {folder} (build the set with `sodec data {source}`)")
             names = set()
             for path in sorted(list_photos(folder)):
-                name = f"{split}/{path.relative_to(folder).with_suffix('.jpg').as_posix()}"
+                name = f"{split}/{path.relative_to(folder).with_suffix(suffix).as_posix()}"
                 if name in names:
                     raise SystemExit(f"gpu_check: two photos pack to {name}")
                 names.add(name)
@@ -385,7 +392,7 @@ def pack_nano_data(source: Path, dest: Path, side: int = 1024, quality: int = 90
                         k = side / max(im.size)
                         im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.LANCZOS)
                     buf = io.BytesIO()
-                    im.save(buf, "JPEG", quality=quality)
+                    im.save(buf, pil_format, quality=quality, **options)
                 info = tarfile.TarInfo(name)
                 info.size, info.mtime, info.mode = buf.tell(), 0, 0o644
                 buf.seek(0)
@@ -444,14 +451,12 @@ def phase_nano(args, s: dict) -> int:
         return log.skip(plan)
     config, overrides, notes = plan
     resume = args.nano_resume
-    if resume is None and args.nano_config == DEFAULT_NANO_CONFIG:
-        resume = DEFAULT_NANO_RESUME
-    if resume and resume != "none" and not list_checkpoints(run / "checkpoints"):
+    if resume and not list_checkpoints(run / "checkpoints"):
         source = REPO / resume
         if not list_checkpoints(source / "checkpoints"):
             return log.fail(f"--nano-resume {resume}: no checkpoints/step-N in it")
         shutil.copytree(source, run, dirs_exist_ok=True)  # as artifacts/nano/README.md says
-        notes.append(f"resumed from the committed `{resume}` ({list_checkpoints(run / 'checkpoints')[-1].name})")
+        notes.append(f"resumed from `{resume}` ({list_checkpoints(run / 'checkpoints')[-1].name})")
     again = " ".join(["sodec train", args.nano_config, "--out", str(run), *[f"--set {v}" for v in args.nano_set]])
     log.lines += [*[f"- {n}" for n in notes], "",
                   f"run folder `{run}`; continue it anywhere (a CPU too, with data/nano) with `{again}`", "",
@@ -538,13 +543,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--phases", default="decode,train,nano", help="which phases, in order")
     ap.add_argument("--stages", default="warmup,anneal,rd,adversarial", help="paper stages of the train phase")
     ap.add_argument("--nano-config", default=DEFAULT_NANO_CONFIG, help="the nano phase's config")
-    ap.add_argument("--nano-resume", help=f"a committed run folder whose checkpoints the nano run starts from "
-                    f"(default with the default config: {DEFAULT_NANO_RESUME}; 'none': from scratch)")  # fmt: skip
+    ap.add_argument("--nano-resume", help="a run folder (e.g. a committed one under artifacts/) whose checkpoints "
+                    "the nano run starts from (default: from scratch)")  # fmt: skip
     ap.add_argument("--nano-data", help="a --pack-nano-data tar: the nano phase's photos (default, or 'none': the "
                     "config's; the dry run packs generated photos)")  # fmt: skip
     ap.add_argument("--pack-nano-data", type=Path, metavar="FILE", help="pack NANO_SOURCE's train/ and dev/ photos "
                     "(≤ 1024 px, JPEG) into FILE for --nano-data, then exit")  # fmt: skip
     ap.add_argument("--nano-source", type=Path, default=REPO / "data" / "nano", help="what --pack-nano-data packs")
+    ap.add_argument("--pack-format", choices=sorted(PACK_FORMATS), default="jpeg", help="--pack-nano-data's format")
+    ap.add_argument("--pack-quality", type=int, default=90, help="--pack-nano-data's quality (default 90; measured "
+                    "sizes of data/nano: JPEG q90 45 MiB, q75 28 MiB; WebP q70 19 MiB)")  # fmt: skip
     ap.add_argument("--nano-run", help="the nano phase's run folder (default OUT/nano/<config name>)")
     ap.add_argument("--nano-set", action="append", default=[], metavar="KEY=VALUE", help="passed to sodec train")
     ap.add_argument("--fail-phase", help=argparse.SUPPRESS)  # tests: this phase raises at its start
@@ -553,7 +561,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     sys.path.insert(0, str(REPO / "src"))
     if args.pack_nano_data:
-        count, size = pack_nano_data(args.nano_source, args.pack_nano_data)
+        count, size = pack_nano_data(args.nano_source, args.pack_nano_data, quality=args.pack_quality,
+                                     fmt=args.pack_format)  # fmt: skip
         print(f"gpu_check: {count} photos in {args.pack_nano_data} ({size / 2**20:.1f} MiB)", file=sys.stderr)
         return 0
     if args.out is None:

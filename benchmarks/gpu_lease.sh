@@ -22,8 +22,10 @@ if [ "${1:-}" = "--unpack" ]; then  # here: FILES_AT RUN → RUN/{log.csv,...,ch
     src=$2 run=$3
     mkdir -p "$run" && tar xzf "$src/results.tar.gz" -C "$run" --strip-components=1 nano || exit 1
     [ -d "$run/final" ] && { echo "gpu_lease: $run/final (the run completed)"; exit 0; }
-    step=$(cd "$run/checkpoints" && ls -d step-* | sort | tail -1)
-    cat "$src"/state.safetensors.part-* > "$run/checkpoints/$step/state.safetensors" || exit 1
+    step=$(cd "$run/checkpoints" 2>/dev/null && ls -d step-* | sort | tail -1)
+    [ -n "$step" ] || { echo "gpu_lease: $src holds neither final/ nor a checkpoint" >&2; exit 1; }
+    dest=$run/checkpoints/$step/state.safetensors
+    cat "$src"/state.safetensors.part-* > "$dest.tmp" && mv "$dest.tmp" "$dest" || { rm -f "$dest.tmp"; exit 1; }
     echo "gpu_lease: $run/checkpoints/$step"
     exit 0
 fi

@@ -2,7 +2,8 @@
 
 The dry run decodes in float32, float16 and bfloat16, trains every paper stage in its config's precision with the
 frozen bases cast, streams its photos through a worker process, and runs the nano
-phase the way a GPU does: from a packed photo file, resuming the committed stage-1 GDN checkpoint.
+phase the way a GPU does: from a packed photo file, in chunks that each resume the last, and again from a copied
+run folder (``--nano-resume``, as a lease resumes a committed run).
 """
 
 from __future__ import annotations
@@ -41,9 +42,18 @@ def test_gpu_check_dry_run(tmp_path):
     nano = json.loads((out / "nano.json").read_text())["records"]
     assert [c["exit"] for c in nano] == [0, 0]
     steps = [int(c["checkpoint"].split("-")[1]) for c in nano]
-    assert 3400 < steps[0] < steps[1]  # resumed the committed checkpoint (step 3400), then its own
+    assert 0 < steps[0] < steps[1]  # from scratch, then the second chunk resumed the first's checkpoint
     report = (out / "gpu-check.md").read_text()
-    assert "paper's 228 ms" in report and "| warmup | bf16 | yes |" in report and "resumed from the committed" in report
+    assert "paper's 228 ms" in report and "| warmup | bf16 | yes |" in report
+
+    # a lease resumes a committed run: its checkpoints are copied into the new run folder, which goes on from them
+    again = tmp_path / "again"
+    r = gpu_check("--dry-run", "--out", str(again), "--phases", "nano", "--nano-data", str(out / "dry-nano-data.tar"),
+                  "--nano-resume", str(out / "nano" / "stage1-rd-gdn"))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    resumed = json.loads((again / "nano.json").read_text())["records"]
+    assert int(resumed[0]["checkpoint"].split("-")[1]) > steps[1]
+    assert f"resumed from `{out / 'nano' / 'stage1-rd-gdn'}` (step-{steps[1]:07d})" in (again / "nano.md").read_text()
 
 
 def test_a_failing_phase_says_failed_and_a_phase_without_photos_says_skipped(tmp_path):
@@ -73,3 +83,10 @@ def test_packed_nano_photos_are_small_and_deterministic(tmp_path):
         names = tar.getnames()
         big = Image.open(tar.extractfile("train/0.jpg"))
         assert names == ["train/0.jpg", "train/1.jpg", "dev/0.jpg"] and big.size == (1024, 205)
+    webp = tmp_path / "c.tar"  # smaller, to fit a lease beside a checkpoint
+    r = gpu_check("--pack-nano-data", str(webp), "--nano-source", str(tmp_path / "src"), "--pack-format", "webp",
+                  "--pack-quality", "70")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    with tarfile.open(webp) as tar:
+        assert tar.getnames() == ["train/0.webp", "train/1.webp", "dev/0.webp"]
+        assert Image.open(tar.extractfile("train/0.webp")).size == (1024, 205)

@@ -548,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--nano-data", help="a --pack-nano-data tar: the nano phase's photos (default, or 'none': the "
                     "config's; the dry run packs generated photos)")  # fmt: skip
     ap.add_argument("--pack-nano-data", type=Path, metavar="FILE", help="pack NANO_SOURCE's train/ and dev/ photos "
-                    "(≤ 1024 px, JPEG) into FILE for --nano-data, then exit")  # fmt: skip
+                    "(≤ 1024 px, JPEG or WebP) into FILE for --nano-data, then exit")  # fmt: skip
     ap.add_argument("--nano-source", type=Path, default=REPO / "data" / "nano", help="what --pack-nano-data packs")
     ap.add_argument("--pack-format", choices=sorted(PACK_FORMATS), default="jpeg", help="--pack-nano-data's format")
     ap.add_argument("--pack-quality", type=int, default=90, help="--pack-nano-data's quality (default 90; measured "

@@ -10,7 +10,8 @@
 #   OUT/console.log             gpu_check's console
 #   OUT/results.tar.gz          every phase's .json/.md/.log, the paper runs' log.csv, and the nano run without
 #                               its weights: log.csv, val.csv, train-config.yaml, the newest checkpoint's
-#                               state.json, the newest validation samples, final/ if the run completed
+#                               state.json, the newest validation samples, final/ if the run completed (in
+#                               15 MiB pieces, results.tar.gz.part-aa, -ab, ..., when it is larger)
 #   OUT/state.safetensors.part-aa, -ab, ...   the newest nano checkpoint's weights in 15 MiB pieces, unless the
 #                               run completed (its final/ is the product, and the pieces could overflow 64 MiB)
 # Rebuild the run folder here with `bash benchmarks/gpu_lease.sh --unpack FILES_AT RUN_FOLDER`.
@@ -20,7 +21,7 @@
 set -u
 if [ "${1:-}" = "--unpack" ]; then  # here: FILES_AT RUN → RUN/{log.csv,...,checkpoints/step-N/state.safetensors}
     src=$2 run=$3
-    mkdir -p "$run" && tar xzf "$src/results.tar.gz" -C "$run" --strip-components=1 nano || exit 1
+    mkdir -p "$run" && cat "$src"/results.tar.gz* | tar xzf - -C "$run" --strip-components=1 nano || exit 1
     [ -d "$run/final" ] && { echo "gpu_lease: $run/final (the run completed)"; exit 0; }
     step=$(cd "$run/checkpoints" 2>/dev/null && ls -d step-* | sort | tail -1)
     [ -n "$step" ] || { echo "gpu_lease: $src holds neither final/ nor a checkpoint" >&2; exit 1; }
@@ -31,14 +32,14 @@ if [ "${1:-}" = "--unpack" ]; then  # here: FILES_AT RUN → RUN/{log.csv,...,ch
 fi
 out=$1 data=$2
 shift 2
-work=/tmp/gpu-lease
+work=${GPU_LEASE_WORK:-/tmp/gpu-lease}  # where gpu_check writes (GPU_LEASE_WORK: tests)
 mkdir -p "$out" "$work"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
         .whl/*.whl || { echo "gpu_lease: installing .whl/ failed" | tee "$out/console.log"; exit 1; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-export PYTHONPATH=$PWD/src:$PYTHONPATH PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 (nvidia-smi; python3 -c "import torch, sys; print(sys.version, torch.__version__)") > "$work/machine.txt" 2>&1
 
 python3 benchmarks/gpu_check.py --out "$work/check" --nano-data "$data" --nano-run "$work/nano" "$@" 2>&1 \
@@ -62,5 +63,8 @@ fi
 existing=()
 for f in "${keep[@]}"; do [ -e "$f" ] && existing+=("$f"); done
 tar czf "$out/results.tar.gz" "${existing[@]}"
+if [ "$(stat -c %s "$out/results.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then  # a large final/: in pieces too
+    split -b 15M "$out/results.tar.gz" "$out/results.tar.gz.part-" && rm "$out/results.tar.gz"
+fi
 ls -la "$out"
 exit "$rc"

@@ -58,6 +58,18 @@ def test_a_completed_run_comes_back_as_its_final_folder(tmp_path):
     assert "the run completed" in r.stdout
 
 
+def test_an_archive_returned_in_pieces_is_joined(tmp_path):
+    model = os.urandom(300_000)
+    src = returned(tmp_path, {"final/model.safetensors": model}, weights=None)
+    whole = (src / "results.tar.gz").read_bytes()  # as `split -b` leaves a large one: .part-aa, -ab
+    (src / "results.tar.gz.part-aa").write_bytes(whole[: len(whole) // 2])
+    (src / "results.tar.gz.part-ab").write_bytes(whole[len(whole) // 2 :])
+    (src / "results.tar.gz").unlink()
+    r = unpack(src, tmp_path / "run")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "run" / "final" / "model.safetensors").read_bytes() == model
+
+
 @pytest.mark.parametrize("broken", ["no archive", "no pieces"])
 def test_missing_returned_files_fail(tmp_path, broken):
     src = returned(tmp_path, {"checkpoints/step-0000003/state.json": b"{}"}, weights=None)
@@ -66,3 +78,42 @@ def test_missing_returned_files_fail(tmp_path, broken):
     r = unpack(src, tmp_path / "run")
     assert r.returncode != 0
     assert not list((tmp_path / "run").rglob("state.safetensors*"))  # nothing half-written
+
+
+FAKE_PYTHON = """#!/bin/bash
+# Stands in for the GPU machine's python3: `gpu_check.py` leaves a nano run (weights of $FAKE_BYTES bytes, in
+# final/ when $FAKE_FINAL is 1, else as a checkpoint); anything else (the machine facts) prints a line.
+[ "$1" = benchmarks/gpu_check.py ] || { echo "python3 $*"; exit 0; }
+while [ $# -gt 0 ]; do case $1 in --out) out=$2; shift;; --nano-run) run=$2; shift;; esac; shift; done
+mkdir -p "$out" "$run/checkpoints/step-0000005"
+echo "# GPU check" > "$out/gpu-check.md"; echo step > "$run/log.csv"
+if [ "$FAKE_FINAL" = 1 ]; then
+    mkdir -p "$run/final"; head -c "$FAKE_BYTES" /dev/urandom > "$run/final/model.safetensors"
+else
+    echo '{"step": 5}' > "$run/checkpoints/step-0000005/state.json"
+    head -c "$FAKE_BYTES" /dev/urandom > "$run/checkpoints/step-0000005/state.safetensors"
+fi
+"""
+
+
+@pytest.mark.parametrize("final", [False, True])
+def test_a_lease_returns_few_small_files_that_rebuild_the_run(tmp_path, final):
+    """The collect side with a stand-in gpu_check: ≤ 8 files of ≤ 16 MiB, and --unpack rebuilds the run exactly."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text(FAKE_PYTHON)
+    (bin_dir / "python3").chmod(0o755)
+    out, work, repo = tmp_path / "out", tmp_path / "work", tmp_path / "repo"
+    repo.mkdir()  # no .whl/ here: nothing to install
+    size = 20 * 2**20 + 7  # larger than one returned file may be
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "GPU_LEASE_WORK": str(work),
+           "FAKE_FINAL": str(int(final)), "FAKE_BYTES": str(size)}  # fmt: skip
+    r = subprocess.run(["bash", str(SCRIPT), str(out), "photos.tar"], cwd=repo, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= 8 and all((out / f).stat().st_size <= 16 * 2**20 for f in files), files
+    assert "gpu-check.md" in files
+    run = tmp_path / "run"
+    assert unpack(out, run).returncode == 0
+    weights = "final/model.safetensors" if final else "checkpoints/step-0000005/state.safetensors"
+    assert (run / weights).read_bytes() == (work / "nano" / weights).read_bytes()

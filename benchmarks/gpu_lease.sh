@@ -16,8 +16,8 @@
 #                               run completed (its final/ is the product, and the pieces could overflow 64 MiB)
 # Rebuild the run folder here with `bash benchmarks/gpu_lease.sh --unpack FILES_AT RUN_FOLDER`.
 #
-# Python packages the GPU machine lacks travel as wheels in .whl/ (git-ignored; docs/training.md says which):
-# they are installed into /tmp/site first.  The exit code is gpu_check's.
+# Python packages the GPU machine lacks travel as wheels in .whl/ (git-ignored; docs/decisions.md, "GPU lease",
+# says which): they are installed into /tmp/site first.  The exit code is gpu_check's.
 set -u
 if [ "${1:-}" = "--unpack" ]; then  # here: FILES_AT RUN → RUN/{log.csv,...,checkpoints/step-N/state.safetensors}
     src=$2 run=$3

@@ -33,6 +33,8 @@ fi
 out=$1 data=$2
 shift 2
 work=${GPU_LEASE_WORK:-/tmp/gpu-lease}  # where gpu_check writes (GPU_LEASE_WORK: tests)
+piece=$((15 * 1024 * 1024))  # under the 16 MiB a returned file may have
+in_pieces() { split -b "$piece" "$1" "$2.part-"; }  # FILE OUT_PREFIX → OUT_PREFIX.part-aa, -ab, ...
 mkdir -p "$out" "$work"
 if compgen -G ".whl/*.whl" > /dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
@@ -55,7 +57,7 @@ if [ -d nano ]; then
     newest=$(ls -d nano/checkpoints/step-* 2>/dev/null | sort | tail -1)
     if [ -n "$newest" ] && [ ! -d nano/final ]; then
         keep+=("$newest/state.json")
-        split -b 15M "$newest/state.safetensors" "$out/state.safetensors.part-"
+        in_pieces "$newest/state.safetensors" "$out/state.safetensors"
     fi
     sample=$(ls -d nano/samples/step-* 2>/dev/null | sort | tail -1)
     [ -n "$sample" ] && keep+=("$sample")
@@ -63,8 +65,8 @@ fi
 existing=()
 for f in "${keep[@]}"; do [ -e "$f" ] && existing+=("$f"); done
 tar czf "$out/results.tar.gz" "${existing[@]}"
-if [ "$(stat -c %s "$out/results.tar.gz")" -gt $((15 * 1024 * 1024)) ]; then  # a large final/: in pieces too
-    split -b 15M "$out/results.tar.gz" "$out/results.tar.gz.part-" && rm "$out/results.tar.gz"
+if [ "$(stat -c %s "$out/results.tar.gz")" -gt "$piece" ]; then  # a large final/: in pieces too
+    in_pieces "$out/results.tar.gz" "$out/results.tar.gz" && rm "$out/results.tar.gz"
 fi
 ls -la "$out"
 exit "$rc"

@@ -1,7 +1,7 @@
-"""benchmarks/gpu_lease.sh --unpack: a lease's returned files rebuild the nano run folder exactly.
+"""benchmarks/gpu_lease.sh: a lease's returned files are few and small, and rebuild the nano run folder exactly.
 
-The lease side (wheels, gpu_check, the split) needs the GPU machine's layout; it ran on the CPU at dry-run widths
-before its first lease (docs/decisions.md, "GPU lease").  What comes back is rebuilt here, and must be byte-exact.
+``--unpack`` is checked on hand-made returns (pieces, a completed run, missing files); the collect side with a
+stand-in for gpu_check.py (the real one on a GPU machine ran before its first lease: docs/decisions.md, "GPU lease").
 """
 
 from __future__ import annotations

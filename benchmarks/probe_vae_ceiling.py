@@ -3,6 +3,8 @@
     python benchmarks/probe_vae_ceiling.py --latent 4 --widths 8,16,32,64 --out runs/probes/vae-c4
     python benchmarks/probe_vae_ceiling.py --latent 16 --widths 8,16,32,64 --out runs/probes/vae-c16
     python benchmarks/probe_vae_ceiling.py --latent 16 --init src/sodec/weights/nano/base/vae --out runs/probes/w16
+    python benchmarks/probe_vae_ceiling.py --latent 16 --layers 2 --init runs/nano/prior-vae-v3/final/vae \
+        --decoder-only --out runs/probes/deep2
 
 The diffusion path decodes through the VAE decoder Dm, so x̂ can be no better than Dm's own round trip of an
 uncompressed photo (issue 22, hypothesis 2).  Each run trains a diffusers ``AutoencoderKL`` from scratch with
@@ -14,7 +16,8 @@ runs that share the cores with other work still compare at equal compute; evalua
 Every ``--eval-every`` CPU-minutes it round-trips the data/nano/dev photos (4 centre crops of 512×768, the
 posterior's mode, as the decoder sees a latent) and appends PSNR, LPIPS-VGG and DISTS to OUT/val.csv; at the
 start it prints Dm's parameters and its multiply-accumulates at 768×512, the decode-time cost of the shape.
-``--init`` starts from a trained VAE instead (a narrower latent widened so that it decodes as before);
+``--init`` starts from a trained VAE instead (a narrower latent widened, a shallower one deepened, so that it
+decodes as before), and ``--decoder-only`` then trains Dm alone on the init's latents;
 ``--adversarial β`` adds the projected hinge GAN of ``sodec.train.discriminators`` (adaptive weight, DiffAugment).
 """
 
@@ -39,7 +42,7 @@ from sodec.train.discriminators import (
     generator_loss,
 )
 from sodec.train.losses import l1_255, psnr
-from sodec.train.widen import latent_channels_of, widen_vae_latent
+from sodec.train.widen import deepen_vae, latent_channels_of, widen_vae_latent
 
 
 def build_vae(latent: int, widths: list[int], layers: int):
@@ -74,6 +77,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--init", type=Path, help="start from this trained VAE folder (diffusers layout)")
+    ap.add_argument("--decoder-only", action="store_true", help="freeze the encoder (needs --init)")
     ap.add_argument("--adversarial", type=float, default=0.0, help="β of a projected hinge GAN (0: none)")
     ap.add_argument("--adv-start", type=int, default=0, help="G's adversarial term starts at this step")
     ap.add_argument("--disc-lr", type=float, default=2e-4)
@@ -82,20 +86,25 @@ def main() -> None:
     torch.manual_seed(0)
 
     vae = build_vae(args.latent, [int(w) for w in args.widths.split(",")], args.layers)
-    if args.init:  # a trained VAE folder: every tensor that fits, a narrower latent widened (sodec.train.widen)
+    if args.init:  # a trained VAE: every tensor that fits, a narrower latent widened, new resnets as identities
         state = load_file(str(args.init / "diffusion_pytorch_model.safetensors"))
         if latent_channels_of(state) < args.latent:
             state = widen_vae_latent(state, args.latent)
         own = vae.state_dict()
+        if own.keys() > state.keys():
+            state = deepen_vae(state, own)
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         vae.load_state_dict(fitting, strict=False)
         print(f"init: {len(fitting)} of {len(own)} tensors from {args.init}", flush=True)
+    if args.decoder_only:  # the latent space stays the init's (stage 0a's model.train_vae_encoder: false)
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
     dm = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
     shape = f"latent {args.latent}, widths {args.widths}, layers {args.layers}"
     size = f"Dm {sum(p.numel() for p in dm) / 1e6:.3f} M parameters, {decoder_macs(vae) / 1e9:.2f} GMAC at 768x512"
     print(f"{shape}: {size}", flush=True)
     lpips_alex, lpips_vgg, dists = LPIPS("alex"), LPIPS("vgg"), DISTS()
-    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=args.lr)
     disc = None
     if args.adversarial:  # the training loop's set-up (loss.discriminator: projected, hinge, adaptive, DiffAugment)
         disc = ProjectedDiscriminator(args.latent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,27 @@ def test_a_wider_latent_starts_from_the_trained_prior(tmp_path, chain, one_photo
     assert not unet.unet.conv_in.weight[:, 4:].any()
     projector = load_file(str(old_base / "projector.safetensors"))
     assert all(torch.equal(v.float(), unet.projector.state_dict()[k]) for k, v in projector.items())
+
+
+def test_a_deeper_dm_trains_on_the_frozen_encoders_latents(tmp_path, chain, one_photo):
+    """Stage 0a with more resnets per block and ``train_vae_encoder: false``: the encoder, quant_conv and the
+    scaling factor stay the init's (so a UNet trained on its latents still fits), the new resnets start as
+    identities and Dm trains."""
+    deep = {"overrides": {"diffusion": {"vae": {"layers_per_block": 2}}}, "init": str(chain["prior-vae"]),
+            "train_vae_encoder": False}  # fmt: skip
+    run = train(from_dict(tiny("prior-vae", tmp_path / "deep", one_photo, steps=3, model=deep)), False)
+    old_folder, new_folder = chain["prior-vae"] / "final" / "vae", run / "final" / "vae"
+    old = load_file(str(old_folder / "diffusion_pytorch_model.safetensors"))
+    new = load_file(str(new_folder / "diffusion_pytorch_model.safetensors"))
+    frozen = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(old[k].float(), new[k].float()) for k in frozen)
+    assert not new["encoder.down_blocks.0.resnets.1.conv2.weight"].any()  # a frozen identity
+    assert new["decoder.up_blocks.0.resnets.2.conv2.weight"].any()  # an identity that trained
+    assert any(not torch.equal(old[k].float(), new[k].float()) for k in old if k.startswith("decoder."))
+    config = [json.loads((f / "config.json").read_text()) for f in (old_folder, new_folder)]
+    assert config[1]["layers_per_block"] == 2 and config[1]["scaling_factor"] == config[0]["scaling_factor"]
+    with pytest.raises(ConfigError, match="applies to stage prior-vae"):
+        from_dict(tiny("prior-unet", tmp_path / "x", one_photo, model={"train_vae_encoder": False}))
 
 
 def test_warmup_keeps_the_compression_module_frozen(chain):

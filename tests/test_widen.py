@@ -58,3 +58,34 @@ def test_a_widened_unet_predicts_the_old_channels_as_before_and_zero_for_the_new
     with torch.no_grad():
         old, new = narrow(z[:, :4], t, tokens).sample, wide(z, t, tokens).sample
     assert torch.allclose(new[:, :4], old, atol=1e-5) and torch.equal(new[:, 4:], torch.zeros_like(new[:, 4:]))
+
+
+def test_a_deepened_vae_codes_as_before_and_its_new_resnets_can_learn():
+    from diffusers import AutoencoderKL
+
+    from sodec.train.widen import deepen_vae
+
+    def build(layers: int):
+        return AutoencoderKL(
+            block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,
+            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, layers_per_block=layers, norm_num_groups=4,
+            mid_block_add_attention=False,
+        ).eval()  # fmt: skip
+
+    torch.manual_seed(0)
+    shallow, deep = build(1), build(2)
+    state = {k: v.half() for k, v in shallow.state_dict().items()}  # as a shipped float16 base
+    shallow.load_state_dict(state)
+    deepened = deepen_vae(state, deep.state_dict())
+    added = deep.state_dict().keys() - state.keys()
+    assert {"decoder.up_blocks.0.resnets.2.conv2.weight", "encoder.down_blocks.1.resnets.1.conv1.weight"} <= added
+    deep.load_state_dict(deepened)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        z = shallow.encode(x).latent_dist.mode()
+        assert torch.allclose(deep.encode(x).latent_dist.mode(), z, atol=1e-5)
+        assert torch.allclose(deep.decode(z).sample, shallow.decode(z).sample, atol=1e-5)
+    deep.decode(z).sample.square().mean().backward()  # a zero conv2 still gets a gradient: the resnet can learn
+    assert deep.decoder.up_blocks[0].resnets[2].conv2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="does not fit"):
+        deepen_vae(vae(8).state_dict(), deep.state_dict())

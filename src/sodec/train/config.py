@@ -38,6 +38,9 @@ class ModelSection:
     guidance_weights: str | None = None  # stage prior-unet: safetensors of the guidance backbone ("efficientnet-lite0")
     # model or run folder (its final/) whose matching tensors start this stage; a list: later ones win
     init: str | list[str] | None = None
+    # stage prior-vae: false freezes the VAE's encoder (and quant_conv) so that only Dm trains: the latents, and the
+    # UNet and SODEC stages trained on them, stay valid (a deeper Dm swapped into a base); needs model.init
+    train_vae_encoder: bool = True
     init_projector: bool = True  # warm-start Fp from the base's projector.safetensors (written by prior-unet)
     guidance: str | None = None  # fgm | none | hyperprior | prompt (ablations; None: the preset's, fgm)
     freeze_compression: bool | None = None  # None: frozen in stage warmup only (True in anneal: an ablation)
@@ -180,6 +183,8 @@ class TrainConfig:
             raise ConfigError(f"loss.lowpass_size must divide data.crop (got {self.loss.lowpass_size})")
         if self.export_dtype not in ("float32", "float16", "bfloat16"):
             raise ConfigError(f"export_dtype must be float32, float16 or bfloat16 (got {self.export_dtype!r})")
+        if not self.model.train_vae_encoder and self.stage != "prior-vae":
+            raise ConfigError(f"model.train_vae_encoder applies to stage prior-vae (not {self.stage})")
         if self.model.train_base and self.stage not in ("warmup", "anneal", "adversarial"):
             raise ConfigError(f"model.train_base applies to stages warmup, anneal and adversarial (not {self.stage})")
         if self.loss.discriminator not in DISCRIMINATORS:

@@ -17,6 +17,7 @@ Frozen parts (the bases, LPIPS, the guidance backbone) never change and are not 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from sodec.models import SodecModel, preset_config
 from sodec.models.config import SodecConfig
 from sodec.train.config import TrainConfig
 from sodec.train.losses import bits_per_pixel, l1_255, mse255, psnr, rate_weight
-from sodec.train.widen import latent_channels_of, widen_unet_latent, widen_vae_latent
+from sodec.train.widen import deepen_vae, latent_channels_of, widen_unet_latent, widen_vae_latent
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 # What ``model.train_base`` trains besides the LoRA: the whole UNet and the VAE's decoder side (Dm).
@@ -138,11 +139,20 @@ class PriorVAEStage(Stage):
         self.model_config = _model_config(config)
         self.vae = AutoencoderKL(**self.model_config.diffusion.vae)
         self.cond_channels = self.vae.config.latent_channels
-        if config.model.init:  # a narrower trained latent is widened, decoding as before at the start
+        self.init_scaling_factor: float | None = None
+        if config.model.init:  # a narrower latent is widened, a shallower VAE deepened: both decode as before
             state = _load_vae_state(config.model.init)
             if latent_channels_of(state) < self.cond_channels:
                 state = widen_vae_latent(state, self.cond_channels, config.seed)
+            if (own := self.vae.state_dict()).keys() > state.keys():  # more resnets per block
+                state = deepen_vae(state, own)
             _copy_matching(self.vae, state)
+            self.init_scaling_factor = _vae_scaling_factor(config.model.init)
+        if not config.model.train_vae_encoder:
+            if self.init_scaling_factor is None:
+                raise ModelError("model.train_vae_encoder: false needs model.init (the trained encoder to keep)")
+            self.vae.encoder.requires_grad_(False)
+            self.vae.quant_conv.requires_grad_(False)
         if config.model.gradient_checkpointing:
             self.vae.enable_gradient_checkpointing()
 
@@ -171,10 +181,18 @@ class PriorVAEStage(Stage):
 
     @torch.no_grad()
     def export(self, folder: Path, batches: list[Tensor]) -> None:
-        """``folder/vae/`` (diffusers layout), with ``scaling_factor`` = 1 / std of the latents (as SD's 0.18215)."""
-        latents = torch.cat([self.vae.encode(b * 2 - 1).latent_dist.mode().flatten() for b in batches])
-        self.vae.register_to_config(scaling_factor=float(1.0 / latents.float().std()))
+        """``folder/vae/`` (diffusers layout), with ``scaling_factor`` = 1 / std of the latents (as SD's 0.18215),
+        or the init's where the encoder was frozen (its latents, and the UNet trained on them, are unchanged)."""
+        if self.config.model.train_vae_encoder:
+            latents = torch.cat([self.vae.encode(b * 2 - 1).latent_dist.mode().flatten() for b in batches])
+            self.vae.register_to_config(scaling_factor=float(1.0 / latents.float().std()))
+        else:
+            self.vae.register_to_config(scaling_factor=self.init_scaling_factor)
         self.vae.save_pretrained(folder / "vae")
+
+
+def _vae_scaling_factor(path: str | os.PathLike) -> float:
+    return float(json.loads((_final_folder(path) / "vae" / "config.json").read_text())["scaling_factor"])
 
 
 def _load_vae_state(path: str | os.PathLike) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""Start a wider-latent KL autoencoder (and its UNet) from trained narrower ones, computing the same function.
+"""Start a wider-latent or deeper KL autoencoder (and its UNet) from trained smaller ones, computing the same function.
 
 Nano's autoencoder (Dm's ceiling, issue 22) gains from more latent channels, but training one from scratch
 throws away hours of CPU.  :func:`widen_vae_latent` maps a diffusers ``AutoencoderKL`` state dict with C latent
@@ -9,9 +9,14 @@ old one at the start, and training lets the new channels carry what the old ones
 :func:`widen_unet_latent` does the same for the denoiser that works on those latents: the new input channels are
 read with zero weights, and the new output channels are predicted as zero, so the old channels' predictions are
 unchanged and stage 0b learns the new ones.
+:func:`deepen_vae` adds resnets to every block (a larger ``layers_per_block``): each new resnet is an identity at
+the start (its second convolution is zero, and diffusers' ``ResnetBlock2D`` adds its input back), so Dm gains
+depth without forgetting what it learnt.
 """
 
 from __future__ import annotations
+
+import re
 
 import torch
 from torch import Tensor
@@ -86,3 +91,27 @@ def widen_unet_latent(state: dict[str, Tensor], channels: int) -> dict[str, Tens
     state["conv_out.weight"] = torch.cat([w_out, torch.zeros((new, *w_out.shape[1:]))])
     state["conv_out.bias"] = torch.cat([state["conv_out.bias"], torch.zeros(new)])
     return state
+
+
+_RESNET = re.compile(r"^(?P<block>.+\.resnets\.\d+)\.")
+
+
+def deepen_vae(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``state`` (a trained ``AutoencoderKL`` state dict) mapped onto ``target``'s (a fresh one of the same latent
+    and widths with more resnets per block): tensors of ``state`` by name, the resnets it lacks from ``target``
+    with their second convolution zeroed, so that every new resnet is an identity.  Returns float32 tensors.
+
+    Raises ``ValueError`` if a tensor of ``state`` has no same-shaped place in ``target`` (other widths or latent:
+    widen the latent first with :func:`widen_vae_latent`), or if ``target`` lacks a resnet's second convolution.
+    """
+    misfits = [k for k, v in state.items() if k not in target or target[k].shape != v.shape]
+    if misfits:
+        raise ValueError(f"the trained VAE does not fit the deeper one (other widths or latent?): {misfits[:3]}")
+    out = {k: v.float() for k, v in target.items()} | {k: v.float() for k, v in state.items()}
+    new_resnets = {m["block"] for k in target.keys() - state.keys() if (m := _RESNET.match(k))}
+    for block in new_resnets:
+        for name in (f"{block}.conv2.weight", f"{block}.conv2.bias"):
+            if name not in out:
+                raise ValueError(f"{block} has no second convolution to zero")
+            out[name] = torch.zeros_like(out[name])
+    return out

@@ -122,8 +122,8 @@ def torch_threads():
 
 def test_nano_thread_count_guarantees(torch_threads):
     """At nano width with the shipped weights (where oneDNN picks thread-count-dependent kernels): the file
-    and the fidelity decoder's pixels do not depend on the thread count; the diffusion decoder's pixels move
-    by at most one level on a few pixels (README, docs/format.md, docs/robustness.md)."""
+    does not depend on the thread count; both decoders' pixels move by at most one level on a few pixels
+    (README, docs/format.md, docs/robustness.md; v3's GDN fidelity decoder is no longer bit-identical)."""
     model = api.load_model("nano", rate=0)
     with Image.open(api.example_image()) as im:
         photo = im.crop((0, 0, 320, 256)).convert("RGB")
@@ -135,9 +135,9 @@ def test_nano_thread_count_guarantees(torch_threads):
         fidelity = np.asarray(api.decompress_bytes(data, model, decoder="fidelity")[0], dtype=np.int16)
         runs[threads] = data, diffusion, fidelity
     assert runs[1][0] == runs[2][0]  # the same .sodec bytes
-    assert np.array_equal(runs[1][2], runs[2][2])  # x̂_f: bit-identical
-    diff = np.abs(runs[1][1] - runs[2][1])
-    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # measured: 1 level on 0.01 % of the samples
+    for decoder in (1, 2):  # measured on the demo photo: 1 level on ≤ 0.002 % of the samples (x̂ and x̂_f)
+        diff = np.abs(runs[1][decoder] - runs[2][decoder])
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
 
 
 def test_bundled_nano_rate_points_order_by_size():

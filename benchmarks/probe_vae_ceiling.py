@@ -42,7 +42,7 @@ from sodec.train.discriminators import (
     generator_loss,
 )
 from sodec.train.losses import l1_255, psnr
-from sodec.train.widen import deepen_vae, latent_channels_of, widen_vae_latent
+from sodec.train.widen import fit_vae_state
 
 
 def build_vae(latent: int, widths: list[int], layers: int):
@@ -87,12 +87,8 @@ def main() -> None:
 
     vae = build_vae(args.latent, [int(w) for w in args.widths.split(",")], args.layers)
     if args.init:  # a trained VAE: every tensor that fits, a narrower latent widened, new resnets as identities
-        state = load_file(str(args.init / "diffusion_pytorch_model.safetensors"))
-        if latent_channels_of(state) < args.latent:
-            state = widen_vae_latent(state, args.latent)
         own = vae.state_dict()
-        if own.keys() > state.keys():
-            state = deepen_vae(state, own)
+        state = fit_vae_state(load_file(str(args.init / "diffusion_pytorch_model.safetensors")), own)
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
         vae.load_state_dict(fitting, strict=False)
         print(f"init: {len(fitting)} of {len(own)} tensors from {args.init}", flush=True)

@@ -31,7 +31,7 @@ from sodec.models import SodecModel, preset_config
 from sodec.models.config import SodecConfig
 from sodec.train.config import TrainConfig
 from sodec.train.losses import bits_per_pixel, l1_255, mse255, psnr, rate_weight
-from sodec.train.widen import deepen_vae, latent_channels_of, widen_unet_latent, widen_vae_latent
+from sodec.train.widen import fit_vae_state, widen_unet_latent
 
 PROJECTOR_WEIGHTS = "projector.safetensors"
 # What ``model.train_base`` trains besides the LoRA: the whole UNet and the VAE's decoder side (Dm).
@@ -141,11 +141,10 @@ class PriorVAEStage(Stage):
         self.cond_channels = self.vae.config.latent_channels
         self.init_scaling_factor: float | None = None
         if config.model.init:  # a narrower latent is widened, a shallower VAE deepened: both decode as before
-            state = _load_vae_state(config.model.init)
-            if latent_channels_of(state) < self.cond_channels:
-                state = widen_vae_latent(state, self.cond_channels, config.seed)
-            if (own := self.vae.state_dict()).keys() > state.keys():  # more resnets per block
-                state = deepen_vae(state, own)
+            try:
+                state = fit_vae_state(_load_vae_state(config.model.init), self.vae.state_dict(), config.seed)
+            except ValueError as e:  # a deeper VAE of other widths: no exact start exists
+                raise ModelError(f"model.init: {e}") from None
             _copy_matching(self.vae, state)
             self.init_scaling_factor = _vae_scaling_factor(config.model.init)
         if not config.model.train_vae_encoder:

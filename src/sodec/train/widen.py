@@ -102,16 +102,24 @@ def deepen_vae(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str,
     with their second convolution zeroed, so that every new resnet is an identity.  Returns float32 tensors.
 
     Raises ``ValueError`` if a tensor of ``state`` has no same-shaped place in ``target`` (other widths or latent:
-    widen the latent first with :func:`widen_vae_latent`), or if ``target`` lacks a resnet's second convolution.
+    widen the latent first with :func:`widen_vae_latent`).
     """
     misfits = [k for k, v in state.items() if k not in target or target[k].shape != v.shape]
     if misfits:
         raise ValueError(f"the trained VAE does not fit the deeper one (other widths or latent?): {misfits[:3]}")
     out = {k: v.float() for k, v in target.items()} | {k: v.float() for k, v in state.items()}
-    new_resnets = {m["block"] for k in target.keys() - state.keys() if (m := _RESNET.match(k))}
-    for block in new_resnets:
+    for block in {m["block"] for k in target.keys() - state.keys() if (m := _RESNET.match(k))}:
         for name in (f"{block}.conv2.weight", f"{block}.conv2.bias"):
-            if name not in out:
-                raise ValueError(f"{block} has no second convolution to zero")
             out[name] = torch.zeros_like(out[name])
     return out
+
+
+def fit_vae_state(state: dict[str, Tensor], target: dict[str, Tensor], seed: int = 0) -> dict[str, Tensor]:
+    """``state`` (a trained ``AutoencoderKL``) made to fit ``target`` (a fresh one's state dict): its latent
+    widened (:func:`widen_vae_latent`) and its blocks deepened (:func:`deepen_vae`) where ``target`` is larger,
+    so that it decodes as before."""
+    if latent_channels_of(state) < latent_channels_of(target):
+        state = widen_vae_latent(state, latent_channels_of(target), seed)
+    if target.keys() > state.keys():
+        state = deepen_vae(state, target)
+    return state

@@ -5,6 +5,8 @@
     python benchmarks/probe_vae_ceiling.py --latent 16 --init src/sodec/weights/nano/base/vae --out runs/probes/w16
     python benchmarks/probe_vae_ceiling.py --latent 16 --layers 2 --init runs/nano/prior-vae-v3/final/vae \
         --decoder-only --out runs/probes/deep2
+    python benchmarks/probe_vae_ceiling.py --latent 16 --widths 8,16,32,128 --init runs/nano/prior-vae-v3/final/vae \
+        --decoder-only --lr 2e-4 --out runs/probes/dmw-128
 
 The diffusion path decodes through the VAE decoder Dm, so x̂ can be no better than Dm's own round trip of an
 uncompressed photo (issue 22, hypothesis 2).  Each run trains a diffusers ``AutoencoderKL`` from scratch with
@@ -16,8 +18,8 @@ runs that share the cores with other work still compare at equal compute; evalua
 Every ``--eval-every`` CPU-minutes it round-trips the data/nano/dev photos (4 centre crops of 512×768, the
 posterior's mode, as the decoder sees a latent) and appends PSNR, LPIPS-VGG and DISTS to OUT/val.csv; at the
 start it prints Dm's parameters and its multiply-accumulates at 768×512, the decode-time cost of the shape.
-``--init`` starts from a trained VAE instead (a narrower latent widened, a shallower one deepened, so that it
-decodes as before), and ``--decoder-only`` then trains Dm alone on the init's latents;
+``--init`` starts from a trained VAE instead (a narrower latent widened, the last widths doubled, a shallower
+one deepened, so that it decodes as before), and ``--decoder-only`` then trains Dm alone on the init's latents;
 ``--adversarial β`` adds the projected hinge GAN of ``sodec.train.discriminators`` (adaptive weight, DiffAugment).
 """
 
@@ -86,7 +88,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     vae = build_vae(args.latent, [int(w) for w in args.widths.split(",")], args.layers)
-    if args.init:  # a trained VAE: every tensor that fits, a narrower latent widened, new resnets as identities
+    if args.init:  # a trained VAE: a narrower latent widened, doubled widths Net2Wider, new resnets as identities
         own = vae.state_dict()
         state = fit_vae_state(load_file(str(args.init / "diffusion_pytorch_model.safetensors")), own)
         fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

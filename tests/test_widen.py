@@ -8,12 +8,12 @@ import torch
 from sodec.train.widen import latent_channels_of, widen_vae_latent
 
 
-def vae(latent: int):
+def vae(latent: int, widths: tuple[int, ...] = (8, 8)):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(latent)
     return AutoencoderKL(
-        block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,
+        block_out_channels=list(widths), down_block_types=["DownEncoderBlock2D"] * 2,
         up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=latent, layers_per_block=1, norm_num_groups=4,
         mid_block_add_attention=False,
     ).eval()  # fmt: skip
@@ -89,3 +89,24 @@ def test_a_deepened_vae_codes_as_before_and_its_new_resnets_can_learn():
     assert deep.decoder.up_blocks[0].resnets[2].conv2.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="does not fit"):
         deepen_vae(vae(8).state_dict(), deep.state_dict())
+
+
+def test_doubled_blocks_code_as_before_and_their_copies_train_apart():
+    from sodec.train.widen import fit_vae_state, widen_vae_blocks
+
+    narrow, wide = vae(4, (8, 8)), vae(4, (8, 16))
+    wide.load_state_dict(fit_vae_state(narrow.state_dict(), wide.state_dict()))
+    assert wide.decoder.conv_in.weight.shape[0] == 16  # the low-resolution block (and the mid-block) doubled
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        old, new = narrow.encode(x).latent_dist, wide.encode(x).latent_dist
+        assert torch.allclose(new.mean, old.mean, atol=1e-5) and torch.allclose(new.logvar, old.logvar, atol=1e-5)
+        assert torch.allclose(wide.decode(old.mode()).sample, narrow.decode(old.mode()).sample, atol=1e-5)
+    wide.train()
+    ((wide.decode(old.mode()).sample - x) ** 2).mean().backward()
+    grad = wide.decoder.mid_block.resnets[0].conv1.weight.grad
+    assert not torch.allclose(grad[0::2], grad[1::2])  # the ±ε split the copies: they do not train as one
+    with pytest.raises(ValueError, match="not a doubling"):
+        widen_vae_blocks(narrow.state_dict(), vae(4, (8, 12)).state_dict())
+    with pytest.raises(ValueError, match="shortcut has no place"):  # (8, 16) → (16, 16): a learnt 1×1 shortcut lost
+        widen_vae_blocks(wide.state_dict(), vae(4, (16, 16)).state_dict())

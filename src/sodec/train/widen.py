@@ -1,4 +1,4 @@
-"""Start a wider-latent or deeper KL autoencoder (and its UNet) from trained smaller ones, computing the same function.
+"""Start a wider or deeper KL autoencoder (and its UNet) from trained smaller ones, computing the same function.
 
 Nano's autoencoder (Dm's ceiling, issue 22) gains from more latent channels, but training one from scratch
 throws away hours of CPU.  :func:`widen_vae_latent` maps a diffusers ``AutoencoderKL`` state dict with C latent
@@ -12,6 +12,11 @@ unchanged and stage 0b learns the new ones.
 :func:`deepen_vae` adds resnets to every block (a larger ``layers_per_block``): each new resnet is an identity at
 the start (its second convolution is zero, and diffusers' ``ResnetBlock2D`` adds its input back), so Dm gains
 depth without forgetting what it learnt.
+:func:`widen_vae_blocks` doubles the channels of some blocks (Net2WiderNet, Chen et al. 2016): every channel of a
+doubled block is copied into two neighbours, ``2c`` and ``2c + 1``, so each GroupNorm group holds the copies of
+exactly the channels it held before and its statistics do not change; a convolution that reads a doubled block
+reads each pair with weights ``w/2 + ε`` and ``w/2 − ε``, the same sum on equal inputs, and the ±ε break the
+symmetry between the copies so that training can tell them apart.
 """
 
 from __future__ import annotations
@@ -114,12 +119,57 @@ def deepen_vae(state: dict[str, Tensor], target: dict[str, Tensor]) -> dict[str,
     return out
 
 
+def widen_vae_blocks(
+    state: dict[str, Tensor], target: dict[str, Tensor], noise: float = 0.01, seed: int = 0
+) -> dict[str, Tensor]:
+    """``state`` (a trained ``AutoencoderKL`` state dict) mapped onto ``target``'s (a fresh one of the same latent
+    and depth whose ``block_out_channels`` are each the same or twice as wide), computing the same function.
+
+    Per tensor of ``state``: an output dimension (dim 0) that doubles has each row copied to ``2c`` and ``2c + 1``;
+    an input dimension (dim 1 of a convolution) that doubles has each column split into ``w/2 ± ε``, with
+    ε ~ N(0, (noise · std(w))²).  A resnet that was an identity shortcut and now changes width gets the 1×1
+    ``conv_shortcut`` that copies (or sums) the pairs.  Tensors ``target`` lacks are kept; returns float32 tensors.
+
+    Raises ``ValueError`` if a dimension grows by any other factor, or if a resnet's in and out widths become
+    equal (diffusers then has no shortcut for its learnt 1×1 one; with widths that double per level, only a
+    suffix of ``block_out_channels`` can be doubled): no exact start exists.
+    """
+    generator = torch.Generator().manual_seed(seed)
+
+    def double(name: str, tensor: Tensor, want: torch.Size) -> Tensor:
+        grows = [w == 2 * s for s, w in zip(tensor.shape, want)]
+        if len(want) != tensor.dim() or any(w not in (s, 2 * s) for s, w in zip(tensor.shape, want)):
+            raise ValueError(f"{name}: {tuple(tensor.shape)} → {tuple(want)} is not a doubling of whole blocks")
+        if grows[0]:
+            tensor = tensor.repeat_interleave(2, dim=0)
+        if len(grows) > 1 and grows[1]:
+            epsilon = torch.randn(tensor.shape, generator=generator) * noise * tensor.std()
+            tensor = torch.stack([tensor / 2 + epsilon, tensor / 2 - epsilon], dim=2).flatten(1, 2)
+        return tensor
+
+    lost = sorted(k for k in state.keys() - target.keys() if ".conv_shortcut." in k)
+    if lost:  # diffusers drops the 1×1 shortcut where a resnet's widths become equal: its function has no place
+        raise ValueError(f"{lost[0]}: the resnet's widths become equal, its shortcut has no place (widen a suffix)")
+    out = {
+        name: double(name, t.float(), target[name].shape if name in target else t.shape) for name, t in state.items()
+    }
+    for name in target.keys() - state.keys():  # a resnet whose in and out widths now differ: its identity, widened
+        block = name.removesuffix(".conv_shortcut.weight")
+        if block != name and f"{block}.conv1.weight" in state:
+            width = state[f"{block}.conv1.weight"].shape[1]
+            out[name] = double(name, torch.eye(width).view(width, width, 1, 1), target[name].shape)
+            out[f"{block}.conv_shortcut.bias"] = torch.zeros(target[name].shape[0])
+    return out
+
+
 def fit_vae_state(state: dict[str, Tensor], target: dict[str, Tensor], seed: int = 0) -> dict[str, Tensor]:
     """``state`` (a trained ``AutoencoderKL``) made to fit ``target`` (a fresh one's state dict): its latent
-    widened (:func:`widen_vae_latent`) and its blocks deepened (:func:`deepen_vae`) where ``target`` is larger,
-    so that it decodes as before."""
+    widened (:func:`widen_vae_latent`), its blocks widened (:func:`widen_vae_blocks`) and deepened
+    (:func:`deepen_vae`) where ``target`` is larger, so that it decodes as before."""
     if latent_channels_of(state) < latent_channels_of(target):
         state = widen_vae_latent(state, latent_channels_of(target), seed)
+    if any(k in target and target[k].shape != v.shape for k, v in state.items()):
+        state = widen_vae_blocks(state, target, seed=seed)
     if target.keys() > state.keys():
         state = deepen_vae(state, target)
     return state
